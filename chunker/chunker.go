@@ -1,0 +1,169 @@
+// Package chunker cuts byte streams into chunks: FastCDC 2020 with
+// normalized chunking for deduplication, and fixed-size splitting for
+// Kubo-compatible CIDs.
+package chunker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"strconv"
+	"strings"
+
+	"github.com/buildbuddy-io/fastcdc2020/fastcdc"
+)
+
+// Kind names a chunking algorithm.
+type Kind int
+
+// The chunking algorithms.
+const (
+	FastCDC Kind = iota
+	Fixed
+)
+
+// Default FastCDC parameters: min 64 KiB, average 256 KiB, max 1 MiB.
+const (
+	DefaultMin = 64 << 10
+	DefaultAvg = 256 << 10
+	DefaultMax = 1 << 20
+	// MaxChunk is the largest chunk any spec may produce: the largest block
+	// IPFS peers exchange safely is 2 MiB, and the unixfs-v1-2025 profile
+	// caps chunks at 1 MiB.
+	MaxChunk = 1 << 20
+)
+
+// Spec describes how to cut a stream. Its string form is what `add
+// --chunker` accepts: "fastcdc", "fastcdc-MIN-AVG-MAX" or "size-N".
+type Spec struct {
+	Kind          Kind
+	Min, Avg, Max int // FastCDC bounds; Fixed uses Max as the chunk size
+}
+
+// DefaultSpec is FastCDC with the default bounds.
+func DefaultSpec() Spec {
+	return Spec{Kind: FastCDC, Min: DefaultMin, Avg: DefaultAvg, Max: DefaultMax}
+}
+
+// FixedSpec cuts n-byte chunks.
+func FixedSpec(n int) Spec { return Spec{Kind: Fixed, Max: n} }
+
+// ParseSpec parses "fastcdc", "fastcdc-MIN-AVG-MAX" or "size-N".
+func ParseSpec(s string) (Spec, error) {
+	switch {
+	case s == "fastcdc" || s == "" || s == "default":
+		return DefaultSpec(), nil
+	case strings.HasPrefix(s, "fastcdc-"):
+		parts := strings.Split(strings.TrimPrefix(s, "fastcdc-"), "-")
+		if len(parts) != 3 {
+			return Spec{}, fmt.Errorf("chunker %q: want fastcdc-MIN-AVG-MAX", s)
+		}
+		var n [3]int
+		for i, p := range parts {
+			v, err := strconv.Atoi(p)
+			if err != nil {
+				return Spec{}, fmt.Errorf("chunker %q: %q is not a number", s, p)
+			}
+			n[i] = v
+		}
+		sp := Spec{Kind: FastCDC, Min: n[0], Avg: n[1], Max: n[2]}
+		return sp, sp.Validate()
+	case strings.HasPrefix(s, "size-"):
+		v, err := strconv.Atoi(strings.TrimPrefix(s, "size-"))
+		if err != nil {
+			return Spec{}, fmt.Errorf("chunker %q: want size-N", s)
+		}
+		sp := FixedSpec(v)
+		return sp, sp.Validate()
+	default:
+		return Spec{}, fmt.Errorf("unknown chunker %q (want fastcdc, fastcdc-MIN-AVG-MAX or size-N)", s)
+	}
+}
+
+// Validate checks the bounds.
+func (s Spec) Validate() error {
+	switch s.Kind {
+	case Fixed:
+		if s.Max < 1 || s.Max > MaxChunk {
+			return fmt.Errorf("chunker size-%d: size must be 1..%d", s.Max, MaxChunk)
+		}
+	case FastCDC:
+		switch {
+		case s.Avg < 256 || bits.OnesCount(uint(s.Avg)) != 1:
+			return fmt.Errorf("chunker %s: average must be a power of two ≥ 256", s)
+		case s.Min < 64 || s.Min > s.Avg:
+			return fmt.Errorf("chunker %s: need 64 ≤ min ≤ avg", s)
+		case s.Max <= s.Avg || s.Max > MaxChunk:
+			return fmt.Errorf("chunker %s: need avg < max ≤ %d", s, MaxChunk)
+		}
+	default:
+		return errors.New("unknown chunker kind")
+	}
+	return nil
+}
+
+func (s Spec) String() string {
+	if s.Kind == Fixed {
+		return "size-" + strconv.Itoa(s.Max)
+	}
+	return fmt.Sprintf("fastcdc-%d-%d-%d", s.Min, s.Avg, s.Max)
+}
+
+// Splitter yields consecutive chunks of a stream. The returned slice is
+// valid until the next call; io.EOF ends the stream (an empty stream yields
+// no chunk).
+type Splitter interface {
+	Next() ([]byte, error)
+}
+
+// New returns a Splitter reading r.
+func (s Spec) New(r io.Reader) (Splitter, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	if s.Kind == Fixed {
+		return &fixed{r: r, buf: make([]byte, s.Max)}, nil
+	}
+	c, err := fastcdc.NewChunker(r, s.Avg,
+		fastcdc.WithMinSize(s.Min), fastcdc.WithMaxSize(s.Max),
+		fastcdc.WithNormalization(2), fastcdc.WithBufferSize(4*s.Max))
+	if err != nil {
+		return nil, fmt.Errorf("chunker %s: %w", s, err)
+	}
+	return cdc{c}, nil
+}
+
+type cdc struct{ c *fastcdc.Chunker }
+
+func (c cdc) Next() ([]byte, error) {
+	ch, err := c.c.Next()
+	if err != nil {
+		return nil, err
+	}
+	return ch.Data, nil
+}
+
+type fixed struct {
+	r   io.Reader
+	buf []byte
+	eof bool
+}
+
+func (f *fixed) Next() ([]byte, error) {
+	if f.eof {
+		return nil, io.EOF
+	}
+	n, err := io.ReadFull(f.r, f.buf)
+	switch {
+	case err == io.EOF:
+		f.eof = true
+		return nil, io.EOF
+	case err == io.ErrUnexpectedEOF:
+		f.eof = true
+		return f.buf[:n], nil
+	case err != nil:
+		return nil, err
+	}
+	return f.buf[:n], nil
+}

@@ -1,0 +1,329 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// ErrNotFound is returned when a block or metadata key is not in the store.
+var ErrNotFound = errors.New("not found")
+
+// Key prefixes. Blocks live under "b/" + multihash; the repo's own records
+// (roots, refs, configuration) live under "m/".
+const (
+	blockPrefix = "b/"
+	metaPrefix  = "m/"
+)
+
+// Options configures the Badger database. Zero fields take the defaults of
+// DefaultOptions.
+type Options struct {
+	// ValueThreshold: values larger than this go to the mmap'd value log,
+	// which is what makes large blocks cheap to read (see DESIGN.md).
+	ValueThreshold int64
+	// ValueLogFileSize bounds one value-log file; smaller files make value-log
+	// GC finer-grained.
+	ValueLogFileSize int64
+	MemTableSize     int64
+	BlockCacheSize   int64
+	IndexCacheSize   int64
+	// BatchBytes is how much block payload a Batch gathers before it commits.
+	BatchBytes int
+	// ReadOnly opens the database without taking the write lock.
+	ReadOnly bool
+	// Logger receives Badger's warnings and errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultOptions are tuned for 64 KiB–1 MiB blocks on a small machine.
+func DefaultOptions() Options {
+	return Options{
+		ValueThreshold:   4 << 10,
+		ValueLogFileSize: 256 << 20,
+		MemTableSize:     32 << 20,
+		BlockCacheSize:   32 << 20,
+		IndexCacheSize:   32 << 20,
+		BatchBytes:       32 << 20,
+	}
+}
+
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.ValueThreshold == 0 {
+		o.ValueThreshold = d.ValueThreshold
+	}
+	if o.ValueLogFileSize == 0 {
+		o.ValueLogFileSize = d.ValueLogFileSize
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = d.MemTableSize
+	}
+	if o.BlockCacheSize == 0 {
+		o.BlockCacheSize = d.BlockCacheSize
+	}
+	if o.IndexCacheSize == 0 {
+		o.IndexCacheSize = d.IndexCacheSize
+	}
+	if o.BatchBytes == 0 {
+		o.BatchBytes = d.BatchBytes
+	}
+	return o
+}
+
+// Badger is a block store on a Badger v4 database.
+type Badger struct {
+	db   *badger.DB
+	opts Options
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, o Options) (*Badger, error) {
+	o = o.withDefaults()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	bo := badger.DefaultOptions(dir).
+		WithValueThreshold(o.ValueThreshold).
+		WithValueLogFileSize(o.ValueLogFileSize).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(o.BlockCacheSize).
+		WithIndexCacheSize(o.IndexCacheSize).
+		WithCompression(options.None).
+		WithNumCompactors(2).
+		WithSyncWrites(false).
+		WithDetectConflicts(false).
+		WithMetricsEnabled(false).
+		WithReadOnly(o.ReadOnly).
+		WithLogger(badgerLogger{o.Logger})
+	db, err := badger.Open(bo)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("store %s is in use by another process (is it mounted?): %w", dir, err)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	return &Badger{db: db, opts: o}, nil
+}
+
+// Close flushes and closes the database.
+func (s *Badger) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// Sync makes every write so far durable.
+func (s *Badger) Sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("store: sync: %w", err)
+	}
+	return nil
+}
+
+func blockKey(h mh.Multihash) []byte {
+	k := make([]byte, 0, len(blockPrefix)+len(h))
+	return append(append(k, blockPrefix...), h...)
+}
+
+// Has reports whether the block is stored.
+func (s *Badger) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	return s.has(blockKey(c.Hash()))
+}
+
+func (s *Badger) has(key []byte) (bool, error) {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(key)
+		return err
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("store: has: %w", err)
+	}
+}
+
+// View calls fn with the block's bytes. For blocks in the value log the
+// slice points into Badger's mapping: it is valid only during fn and must
+// not be modified or retained.
+func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(blockKey(c.Hash()))
+		if err != nil {
+			return err
+		}
+		return viewItem(item, fn)
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("block %s: %w", c, ErrNotFound)
+	}
+	return err
+}
+
+func viewItem(item *badger.Item, fn func([]byte) error) error {
+	f := frame(item.UserMeta())
+	if f.compression() != compressionNone {
+		return fmt.Errorf("block stored with unknown compression %d", f.compression())
+	}
+	return item.Value(fn)
+}
+
+// Get returns a copy of the block's bytes.
+func (s *Badger) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
+	var out []byte
+	err := s.View(ctx, c, func(b []byte) error {
+		out = append(make([]byte, 0, len(b)), b...)
+		return nil
+	})
+	return out, err
+}
+
+// Size returns the size in bytes of the stored block.
+func (s *Badger) Size(ctx context.Context, c cid.Cid) (int, error) {
+	n := 0
+	err := s.View(ctx, c, func(b []byte) error { n = len(b); return nil })
+	return n, err
+}
+
+// Put stores one block unless it is already present. The caller vouches
+// that data hashes to c.
+func (s *Badger) Put(ctx context.Context, c cid.Cid, data []byte) error {
+	return s.PutMany(ctx, []Block{{CID: c, Data: data}})
+}
+
+// Block is a CID and the bytes it names.
+type Block struct {
+	CID  cid.Cid
+	Data []byte
+}
+
+// PutMany stores blocks that are not yet present and waits until they are
+// committed.
+func (s *Badger) PutMany(ctx context.Context, blocks []Block) error {
+	b := s.NewBatch()
+	for _, blk := range blocks {
+		if err := b.Put(ctx, blk.CID, blk.Data); err != nil {
+			b.Cancel()
+			return err
+		}
+	}
+	return b.Flush()
+}
+
+// Delete removes a block. Deleting an absent block is not an error.
+func (s *Badger) Delete(ctx context.Context, c cid.Cid) error {
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(blockKey(c.Hash())) })
+	if err != nil {
+		return fmt.Errorf("store: delete %s: %w", c, err)
+	}
+	return nil
+}
+
+// KeyInfo describes one stored block during iteration.
+type KeyInfo struct {
+	CID  cid.Cid // CIDv1 with the codec the block was first stored under
+	Size int64   // approximate stored size
+}
+
+// AllKeys calls fn for every stored block, in key order.
+func (s *Badger) AllKeys(ctx context.Context, fn func(KeyInfo) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(blockPrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			c, err := itemCID(item)
+			if err != nil {
+				return err
+			}
+			if err := fn(KeyInfo{CID: c, Size: item.ValueSize()}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// AllBlocks calls fn with every stored block's bytes (valid only during fn).
+func (s *Badger) AllBlocks(ctx context.Context, fn func(c cid.Cid, data []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(blockPrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			c, err := itemCID(item)
+			if err != nil {
+				return err
+			}
+			if err := viewItem(item, func(b []byte) error { return fn(c, b) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func itemCID(item *badger.Item) (cid.Cid, error) {
+	h, err := mh.Cast(item.Key()[len(blockPrefix):])
+	if err != nil {
+		return cid.Undef, fmt.Errorf("store: bad block key %x: %w", item.Key(), err)
+	}
+	return cid.NewCidV1(frame(item.UserMeta()).codec(), h), nil
+}
+
+// Stats summarises the store.
+type Stats struct {
+	Blocks     int64 // number of stored blocks
+	BlockBytes int64 // sum of stored block sizes
+	LSMBytes   int64 // Badger's LSM tree on disk
+	VlogBytes  int64 // Badger's value log on disk
+}
+
+// Stats counts blocks and their bytes and reads Badger's disk usage.
+func (s *Badger) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	err := s.AllKeys(ctx, func(k KeyInfo) error {
+		st.Blocks++
+		st.BlockBytes += k.Size
+		return nil
+	})
+	st.LSMBytes, st.VlogBytes = s.db.Size()
+	return st, err
+}
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+	}
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+	}
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}

@@ -1,0 +1,63 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// GetMeta returns the value of a repo metadata key.
+func (s *Badger) GetMeta(ctx context.Context, key string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(metaPrefix + key))
+		if err != nil {
+			return err
+		}
+		out, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("meta %q: %w", key, ErrNotFound)
+	}
+	return out, err
+}
+
+// SetMeta sets a repo metadata key.
+func (s *Badger) SetMeta(ctx context.Context, key string, val []byte) error {
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(metaPrefix+key), val) })
+	if err != nil {
+		return fmt.Errorf("store: set meta %q: %w", key, err)
+	}
+	return nil
+}
+
+// DeleteMeta removes a repo metadata key.
+func (s *Badger) DeleteMeta(ctx context.Context, key string) error {
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(metaPrefix + key)) })
+	if err != nil {
+		return fmt.Errorf("store: delete meta %q: %w", key, err)
+	}
+	return nil
+}
+
+// ScanMeta calls fn for every metadata key starting with prefix, in order.
+func (s *Badger) ScanMeta(ctx context.Context, prefix string, fn func(key string, val []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(metaPrefix + prefix), PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			key := string(item.Key()[len(metaPrefix):])
+			if err := item.Value(func(v []byte) error { return fn(key, v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

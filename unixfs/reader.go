@@ -1,0 +1,304 @@
+package unixfs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+)
+
+// File reads a UnixFS file DAG at any offset. Decoded internal nodes are
+// cached with their cumulative child offsets, so a read costs a binary search
+// per level and one copy out of the store. Every block is checked against its
+// hash the first time this File reads it: corrupted bytes are never returned.
+// A File is safe for concurrent use.
+type File struct {
+	bs   BlockViewer
+	root cid.Cid
+	size uint64
+
+	mu       sync.RWMutex
+	nodes    map[cid.Cid]*fileNode
+	verified map[cid.Cid]struct{}
+}
+
+// Bounds on what one File caches.
+const (
+	maxCachedNodes = 4096
+	maxVerified    = 1 << 16
+)
+
+// fileNode is a decoded internal node: inline data first, then the children,
+// child i covering [ends[i-1], ends[i]) after the inline data.
+type fileNode struct {
+	data  []byte
+	links []cid.Cid
+	ends  []uint64
+}
+
+func (n *fileNode) size() uint64 {
+	s := uint64(len(n.data))
+	if len(n.ends) > 0 {
+		s += n.ends[len(n.ends)-1]
+	}
+	return s
+}
+
+// OpenFile opens the file DAG rooted at c.
+func OpenFile(ctx context.Context, bs BlockViewer, c cid.Cid) (*File, error) {
+	f := &File{bs: bs, root: c, nodes: map[cid.Cid]*fileNode{}, verified: map[cid.Cid]struct{}{}}
+	switch c.Prefix().Codec {
+	case cid.Raw:
+		n, err := f.rawSize(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		f.size = n
+	case cid.DagProtobuf:
+		n, err := f.node(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		f.size = n.size()
+	default:
+		return nil, fmt.Errorf("%s: %w %s", c, ErrUnsupported, codecName(c))
+	}
+	return f, nil
+}
+
+// Size is the file's length in bytes.
+func (f *File) Size() uint64 { return f.size }
+
+// CID is the file's root.
+func (f *File) CID() cid.Cid { return f.root }
+
+func (f *File) rawSize(ctx context.Context, c cid.Cid) (uint64, error) {
+	var n int
+	err := f.viewVerified(ctx, c, func(b []byte) error { n = len(b); return nil })
+	return uint64(n), err
+}
+
+// node returns the decoded internal node c, from cache or store.
+func (f *File) node(ctx context.Context, c cid.Cid) (*fileNode, error) {
+	f.mu.RLock()
+	n, ok := f.nodes[c]
+	f.mu.RUnlock()
+	if ok {
+		return n, nil
+	}
+	pb, err := loadPB(ctx, f.bs, c)
+	if err != nil {
+		return nil, err
+	}
+	if k, err := pb.kind(); err != nil || k != KindFile {
+		return nil, fmt.Errorf("%s: %w", c, ErrNotFile)
+	}
+	if len(pb.blockSizes) != len(pb.links) {
+		return nil, fmt.Errorf("%s: %w: %d links but %d block sizes", c, ErrMalformed, len(pb.links), len(pb.blockSizes))
+	}
+	n = &fileNode{data: append([]byte(nil), pb.data...), links: make([]cid.Cid, len(pb.links)), ends: make([]uint64, len(pb.links))}
+	var end uint64
+	for i, l := range pb.links {
+		n.links[i] = l.CID
+		end += pb.blockSizes[i]
+		n.ends[i] = end
+	}
+	f.mu.Lock()
+	if len(f.nodes) >= maxCachedNodes {
+		clear(f.nodes)
+	}
+	f.nodes[c] = n
+	f.mu.Unlock()
+	return n, nil
+}
+
+// viewVerified views a block, hashing it the first time.
+func (f *File) viewVerified(ctx context.Context, c cid.Cid, fn func([]byte) error) error {
+	f.mu.RLock()
+	_, ok := f.verified[c]
+	f.mu.RUnlock()
+	err := f.bs.View(ctx, c, func(b []byte) error {
+		if !ok {
+			if err := CheckHash(c, b); err != nil {
+				return err
+			}
+		}
+		return fn(b)
+	})
+	if err == nil && !ok {
+		f.mu.Lock()
+		if len(f.verified) >= maxVerified {
+			clear(f.verified)
+		}
+		f.verified[c] = struct{}{}
+		f.mu.Unlock()
+	}
+	return err
+}
+
+// ReadAt reads len(p) bytes at off; it returns io.EOF when it reaches the end.
+func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("unixfs: negative offset")
+	}
+	if uint64(off) >= f.size {
+		return 0, io.EOF
+	}
+	want := p
+	if rest := f.size - uint64(off); uint64(len(want)) > rest {
+		want = want[:rest]
+	}
+	if err := f.readNode(ctx, f.root, uint64(off), want); err != nil {
+		return 0, err
+	}
+	if len(want) < len(p) {
+		return len(want), io.EOF
+	}
+	return len(want), nil
+}
+
+// readNode fills p with the content of node c starting at off (relative to
+// the node), recursing into the children that overlap.
+func (f *File) readNode(ctx context.Context, c cid.Cid, off uint64, p []byte) error {
+	if c.Prefix().Codec == cid.Raw {
+		return f.viewVerified(ctx, c, func(b []byte) error {
+			if off+uint64(len(p)) > uint64(len(b)) {
+				return fmt.Errorf("%s: %w: leaf shorter than its parent says", c, ErrMalformed)
+			}
+			copy(p, b[off:])
+			return nil
+		})
+	}
+	n, err := f.node(ctx, c)
+	if err != nil {
+		return err
+	}
+	if off < uint64(len(n.data)) {
+		k := copy(p, n.data[off:])
+		p, off = p[k:], 0
+	} else {
+		off -= uint64(len(n.data))
+	}
+	i := sort.Search(len(n.ends), func(i int) bool { return n.ends[i] > off })
+	for ; len(p) > 0 && i < len(n.links); i++ {
+		start := uint64(0)
+		if i > 0 {
+			start = n.ends[i-1]
+		}
+		k := min(uint64(len(p)), n.ends[i]-off)
+		if err := f.readNode(ctx, n.links[i], off-start, p[:k]); err != nil {
+			return err
+		}
+		p, off = p[k:], off+k
+	}
+	if len(p) > 0 {
+		return fmt.Errorf("%s: %w: children shorter than the file size", c, ErrMalformed)
+	}
+	return nil
+}
+
+// WriteTo writes the whole file to w. Leaves are hashed ahead of the writer
+// by a goroutine per core and then written straight from the store's mapping.
+func (f *File) WriteTo(ctx context.Context, w io.Writer, workers int) (int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type seg struct {
+		c    cid.Cid // raw leaf, or undefined for inline data
+		data []byte
+		err  chan error
+	}
+	segs := make(chan *seg, 8*workers)
+	jobs := make(chan *seg, 8*workers)
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range jobs {
+				s.err <- f.viewVerified(ctx, s.c, func([]byte) error { return nil })
+			}
+		}()
+	}
+	var walkErr error
+	go func() {
+		defer close(segs)
+		defer close(jobs)
+		walkErr = f.walk(ctx, f.root, func(c cid.Cid, data []byte) error {
+			s := &seg{c: c, data: data, err: make(chan error, 1)}
+			if c.Defined() {
+				select {
+				case jobs <- s:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			} else {
+				s.err <- nil
+			}
+			select {
+			case segs <- s:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	var total int64
+	var err error
+	for s := range segs {
+		if err != nil {
+			continue
+		}
+		if err = <-s.err; err != nil {
+			cancel()
+			continue
+		}
+		if !s.c.Defined() {
+			var n int
+			n, err = w.Write(s.data)
+			total += int64(n)
+			continue
+		}
+		err = f.viewVerified(ctx, s.c, func(b []byte) error {
+			n, err := w.Write(b)
+			total += int64(n)
+			return err
+		})
+		if err != nil {
+			cancel()
+		}
+	}
+	wg.Wait()
+	if err == nil && walkErr != nil {
+		err = walkErr
+	}
+	if err == nil && uint64(total) != f.size {
+		err = fmt.Errorf("%s: %w: wrote %d of %d bytes", f.root, ErrMalformed, total, f.size)
+	}
+	return total, err
+}
+
+// walk calls fn for each piece of content in order: a raw leaf by CID, or a
+// node's inline data.
+func (f *File) walk(ctx context.Context, c cid.Cid, fn func(c cid.Cid, data []byte) error) error {
+	if c.Prefix().Codec == cid.Raw {
+		return fn(c, nil)
+	}
+	n, err := f.node(ctx, c)
+	if err != nil {
+		return err
+	}
+	if len(n.data) > 0 {
+		if err := fn(cid.Undef, n.data); err != nil {
+			return err
+		}
+	}
+	for _, l := range n.links {
+		if err := f.walk(ctx, l, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
