@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -82,6 +83,7 @@ func (o Options) withDefaults() Options {
 // Badger is a block store on a Badger v4 database.
 type Badger struct {
 	db   *badger.DB
+	dir  string
 	opts Options
 }
 
@@ -114,7 +116,7 @@ func Open(dir string, o Options) (*Badger, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	return &Badger{db: db, opts: o}, nil
+	return &Badger{db: db, dir: dir, opts: o}, nil
 }
 
 // Close flushes and closes the database.
@@ -222,7 +224,7 @@ func (s *Badger) PutMany(ctx context.Context, blocks []Block) error {
 			return err
 		}
 	}
-	return b.Flush()
+	return b.Close()
 }
 
 // Delete removes a block. Deleting an absent block is not an error.
@@ -295,12 +297,11 @@ func itemCID(item *badger.Item) (cid.Cid, error) {
 // Stats summarises the store.
 type Stats struct {
 	Blocks     int64 // number of stored blocks
-	BlockBytes int64 // sum of stored block sizes
-	LSMBytes   int64 // Badger's LSM tree on disk
-	VlogBytes  int64 // Badger's value log on disk
+	BlockBytes int64 // sum of stored block sizes (approximate by a few bytes each)
+	DiskBytes  int64 // disk space the database's files occupy
 }
 
-// Stats counts blocks and their bytes and reads Badger's disk usage.
+// Stats counts blocks and their bytes and measures the database on disk.
 func (s *Badger) Stats(ctx context.Context) (Stats, error) {
 	var st Stats
 	err := s.AllKeys(ctx, func(k KeyInfo) error {
@@ -308,8 +309,33 @@ func (s *Badger) Stats(ctx context.Context) (Stats, error) {
 		st.BlockBytes += k.Size
 		return nil
 	})
-	st.LSMBytes, st.VlogBytes = s.db.Size()
+	if err != nil {
+		return st, err
+	}
+	st.DiskBytes, err = diskUsage(s.dir)
 	return st, err
+}
+
+// diskUsage sums the allocated size of the files in dir (value-log files
+// are sparse while being filled, so their length would overstate it).
+func diskUsage(dir string) (int64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	var n int64
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile by a compaction
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		} else {
+			n += fi.Size()
+		}
+	}
+	return n, nil
 }
 
 type badgerLogger struct{ l *slog.Logger }

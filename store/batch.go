@@ -16,27 +16,33 @@ import (
 // already put in this batch, are skipped: re-putting a key wastes value-log
 // space.
 //
-// Data handed to Put is retained, not copied, until Flush returns: the caller
-// must not modify it before then.
+// Put copies the block into an arena that lives until its commit is done,
+// so callers may reuse their buffers at once and memory stays bounded at
+// about three arenas. A Batch is used by one goroutine.
 type Batch struct {
 	s *Badger
 
-	txn          *badger.Txn
-	pendingBytes int
-	// keys of blocks put but maybe not yet visible to readers, by generation
+	txn   *badger.Txn
+	arena []byte
+	// keys of this generation, and of generations committed but maybe not
+	// yet visible to readers
 	gen      map[string]struct{}
 	genNo    int
 	inflight map[int]map[string]struct{}
 	mu       sync.Mutex // guards inflight and err against commit callbacks
 
-	slots chan struct{}
-	wg    sync.WaitGroup
-	err   error
+	slots  chan struct{} // bounds commits in flight
+	arenas chan []byte   // arenas free for reuse
+	wg     sync.WaitGroup
+	err    error
 
 	// Stored and Skipped count blocks and their bytes.
 	Stored, Skipped           int
 	StoredBytes, SkippedBytes int64
 }
+
+// maxInflight is how many commits may run behind the one being filled.
+const maxInflight = 2
 
 // NewBatch starts a batch of puts.
 func (s *Badger) NewBatch() *Batch {
@@ -45,12 +51,13 @@ func (s *Badger) NewBatch() *Batch {
 		txn:      s.db.NewTransaction(true),
 		gen:      map[string]struct{}{},
 		inflight: map[int]map[string]struct{}{},
-		slots:    make(chan struct{}, 2),
+		slots:    make(chan struct{}, maxInflight),
+		arenas:   make(chan []byte, maxInflight+1),
 	}
 }
 
-// Put queues a block unless it is stored already. The caller vouches that
-// data hashes to c.
+// Put queues a copy of a block unless it is stored already. The caller
+// vouches that data hashes to c.
 func (b *Batch) Put(ctx context.Context, c cid.Cid, data []byte) error {
 	if err := b.firstErr(); err != nil {
 		return err
@@ -59,21 +66,19 @@ func (b *Batch) Put(ctx context.Context, c cid.Cid, data []byte) error {
 		return err
 	}
 	key := blockKey(c.Hash())
-	if b.seen(key) {
+	dup := b.seen(key)
+	if !dup {
+		var err error
+		if dup, err = b.s.has(key); err != nil {
+			return err
+		}
+	}
+	if dup {
 		b.Skipped++
 		b.SkippedBytes += int64(len(data))
 		return nil
 	}
-	ok, err := b.s.has(key)
-	if err != nil {
-		return err
-	}
-	if ok {
-		b.Skipped++
-		b.SkippedBytes += int64(len(data))
-		return nil
-	}
-	e := badger.NewEntry(key, data).WithMeta(byte(newFrame(compressionNone, c.Prefix().Codec)))
+	e := badger.NewEntry(key, b.copyIn(data)).WithMeta(byte(newFrame(compressionNone, c.Prefix().Codec)))
 	if err := b.txn.SetEntry(e); errors.Is(err, badger.ErrTxnTooBig) {
 		b.commit()
 		err = b.txn.SetEntry(e)
@@ -86,11 +91,32 @@ func (b *Batch) Put(ctx context.Context, c cid.Cid, data []byte) error {
 	b.gen[string(key)] = struct{}{}
 	b.Stored++
 	b.StoredBytes += int64(len(data))
-	b.pendingBytes += len(data)
-	if b.pendingBytes >= b.s.opts.BatchBytes {
+	if len(b.arena) >= b.s.opts.BatchBytes {
 		b.commit()
 	}
 	return nil
+}
+
+// copyIn copies data into the current arena, committing first when it is
+// full. Entries keep pointing into the arena, so it never reallocates.
+func (b *Batch) copyIn(data []byte) []byte {
+	if len(data) > b.s.opts.BatchBytes/4 {
+		return append([]byte(nil), data...)
+	}
+	if b.arena != nil && len(b.arena)+len(data) > cap(b.arena) {
+		b.commit()
+	}
+	if b.arena == nil {
+		select {
+		case a := <-b.arenas:
+			b.arena = a[:0]
+		default:
+			b.arena = make([]byte, 0, b.s.opts.BatchBytes+b.s.opts.BatchBytes/4)
+		}
+	}
+	off := len(b.arena)
+	b.arena = append(b.arena, data...)
+	return b.arena[off:len(b.arena):len(b.arena)]
 }
 
 // seen reports whether key was put in this batch. Keys leave the in-flight
@@ -115,8 +141,8 @@ func (b *Batch) commit() {
 	if len(b.gen) == 0 {
 		return
 	}
-	txn, gen, no := b.txn, b.gen, b.genNo
-	b.txn, b.gen, b.pendingBytes = b.s.db.NewTransaction(true), map[string]struct{}{}, 0
+	txn, gen, no, arena := b.txn, b.gen, b.genNo, b.arena
+	b.txn, b.gen, b.arena = b.s.db.NewTransaction(true), map[string]struct{}{}, nil
 	b.genNo++
 	b.slots <- struct{}{}
 	b.mu.Lock()
@@ -131,6 +157,12 @@ func (b *Batch) commit() {
 			b.err = fmt.Errorf("store: commit: %w", err)
 		}
 		b.mu.Unlock()
+		if arena != nil {
+			select {
+			case b.arenas <- arena:
+			default:
+			}
+		}
 		<-b.slots
 	})
 }
@@ -141,15 +173,22 @@ func (b *Batch) firstErr() error {
 	return b.err
 }
 
-// Flush commits everything queued and waits for it.
+// Flush commits everything queued and waits for it. The batch stays usable.
 func (b *Batch) Flush() error {
 	b.commit()
 	b.wg.Wait()
-	b.txn.Discard()
 	return b.firstErr()
 }
 
-// Cancel drops what has not been committed and waits for commits in flight.
+// Close flushes and releases the batch.
+func (b *Batch) Close() error {
+	err := b.Flush()
+	b.txn.Discard()
+	return err
+}
+
+// Cancel drops what has not been committed, waits for commits in flight and
+// releases the batch.
 func (b *Batch) Cancel() {
 	b.txn.Discard()
 	b.wg.Wait()

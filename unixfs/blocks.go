@@ -20,8 +20,7 @@ type BlockViewer interface {
 	View(ctx context.Context, c cid.Cid, fn func([]byte) error) error
 }
 
-// BlockPutter stores blocks. An implementation may retain data until it is
-// flushed; callers hand it slices they will not modify.
+// BlockPutter stores blocks. Put must not retain data after it returns.
 type BlockPutter interface {
 	Put(ctx context.Context, c cid.Cid, data []byte) error
 }

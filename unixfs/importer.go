@@ -1,7 +1,6 @@
 package unixfs
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -11,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/ipfs/go-cid"
+
+	"github.com/ipfrs/ipfrs-mount/chunker"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -27,40 +28,15 @@ type Importer struct {
 	Progress func(n int)
 }
 
-// ImportBytes imports content that stays valid and unmodified until the
-// putter has flushed (for example a read-only mapping of a file): chunks are
-// slices of it, never copies.
-func (im *Importer) ImportBytes(ctx context.Context, content []byte) (Node, error) {
-	sp, err := im.Layout.Chunker.New(bytes.NewReader(content))
-	if err != nil {
-		return Node{}, err
-	}
-	off := 0
-	return im.run(ctx, func() ([]byte, error) {
-		ch, err := sp.Next()
-		if err != nil {
-			return nil, err
-		}
-		b := content[off : off+len(ch)]
-		off += len(ch)
-		return b, nil
-	})
-}
-
-// ImportReader imports a stream, copying each chunk out of the splitter's
-// buffer.
+// ImportReader imports a stream. Chunks are copied out of the splitter into
+// a fixed set of buffers, which bounds the memory of the pipeline; the putter
+// must not retain the data it is handed.
 func (im *Importer) ImportReader(ctx context.Context, r io.Reader) (Node, error) {
 	sp, err := im.Layout.Chunker.New(r)
 	if err != nil {
 		return Node{}, err
 	}
-	return im.run(ctx, func() ([]byte, error) {
-		ch, err := sp.Next()
-		if err != nil {
-			return nil, err
-		}
-		return append(make([]byte, 0, len(ch)), ch...), nil
-	})
+	return im.run(ctx, sp)
 }
 
 type leafJob struct {
@@ -69,7 +45,7 @@ type leafJob struct {
 	done chan struct{}
 }
 
-func (im *Importer) run(ctx context.Context, next func() ([]byte, error)) (Node, error) {
+func (im *Importer) run(ctx context.Context, sp chunker.Splitter) (Node, error) {
 	if im.Layout.MaxLinks < 2 {
 		return Node{}, fmt.Errorf("unixfs: layout needs at least 2 links per node")
 	}
@@ -79,8 +55,13 @@ func (im *Importer) run(ctx context.Context, next func() ([]byte, error)) (Node,
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	hashq := make(chan *leafJob, 4*workers)
-	orderq := make(chan *leafJob, 4*workers)
+	depth := 4 * workers
+	hashq := make(chan *leafJob, depth)
+	orderq := make(chan *leafJob, depth)
+	bufs := make(chan []byte, depth+2)
+	for range cap(bufs) {
+		bufs <- nil
+	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -99,7 +80,7 @@ func (im *Importer) run(ctx context.Context, next func() ([]byte, error)) (Node,
 		defer close(orderq)
 		defer close(hashq)
 		for {
-			b, err := next()
+			ch, err := sp.Next()
 			if err != nil {
 				if !errors.Is(err, io.EOF) {
 					readErr = err
@@ -107,9 +88,15 @@ func (im *Importer) run(ctx context.Context, next func() ([]byte, error)) (Node,
 				return
 			}
 			if im.Progress != nil {
-				im.Progress(len(b))
+				im.Progress(len(ch))
 			}
-			j := &leafJob{data: b, done: make(chan struct{})}
+			var buf []byte
+			select {
+			case buf = <-bufs:
+			case <-ctx.Done():
+				return
+			}
+			j := &leafJob{data: append(buf[:0], ch...), done: make(chan struct{})}
 			select {
 			case hashq <- j:
 			case <-ctx.Done():
@@ -130,7 +117,9 @@ func (im *Importer) run(ctx context.Context, next func() ([]byte, error)) (Node,
 			continue
 		}
 		n := uint64(len(j.data))
-		if err := im.Put.Put(ctx, j.cid, j.data); err != nil {
+		err := im.Put.Put(ctx, j.cid, j.data)
+		bufs <- j.data
+		if err != nil {
 			putErr = err
 			cancel()
 			continue

@@ -47,19 +47,12 @@ func TestKuboCompatibleCIDs(t *testing.T) {
 			}
 			bs := newMemStore()
 			im := &Importer{Put: bs, Layout: layout}
-			for _, mode := range []string{"bytes", "reader"} {
-				var n Node
-				if mode == "bytes" {
-					n, err = im.ImportBytes(ctx, tt.data)
-				} else {
-					n, err = im.ImportReader(ctx, bytes.NewReader(tt.data))
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := n.CID.String(); got != tt.want {
-					t.Fatalf("%s: got %s, want %s", mode, got, tt.want)
-				}
+			n, err := im.ImportReader(ctx, bytes.NewReader(tt.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := n.CID.String(); got != tt.want {
+				t.Fatalf("got %s, want %s", got, tt.want)
 			}
 			f, err := OpenFile(ctx, bs, mustCID(t, tt.want))
 			if err != nil {
@@ -81,11 +74,11 @@ func TestKuboDirectory(t *testing.T) {
 	layout, _ := LayoutFor("kubo")
 	bs := newMemStore()
 	im := &Importer{Put: bs, Layout: layout}
-	a, err := im.ImportBytes(ctx, []byte("a\n"))
+	a, err := im.ImportReader(ctx, bytes.NewReader([]byte("a\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := im.ImportBytes(ctx, formula("lin", 1048583))
+	b, err := im.ImportReader(ctx, bytes.NewReader(formula("lin", 1048583)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,198 @@
+// Package carfile moves DAGs in and out of the block store as CAR files
+// (CARv1 and CARv2, through github.com/ipld/go-car/v2). Import trusts nothing
+// it has not hashed: a CAR is stored only after every block in it has been
+// verified against its CID.
+package carfile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
+	carstorage "github.com/ipld/go-car/v2/storage"
+
+	"github.com/ipfrs/ipfrs-mount/unixfs"
+)
+
+// Limits on what an imported CAR may contain.
+const (
+	maxHeaderSize  = 1 << 20
+	maxSectionSize = 2<<20 + 1024 // a 2 MiB block (the largest IPFS exchanges) plus its CID
+)
+
+// Stats counts blocks and bytes moved.
+type Stats struct {
+	Blocks int64
+	Bytes  int64
+}
+
+// BlockViewer is the read side of the block store.
+type BlockViewer = unixfs.BlockViewer
+
+// ExportOptions configures Export.
+type ExportOptions struct {
+	Version  int         // 1 or 2 (2 needs a *os.File)
+	Progress func(n int) // called with each block's size
+}
+
+// Export writes the DAGs under roots, each block once, in depth-first order.
+// Every block must be present in the store.
+func Export(ctx context.Context, bs BlockViewer, roots []cid.Cid, w io.Writer, o ExportOptions) (Stats, error) {
+	var opts []carv2.Option
+	switch o.Version {
+	case 1:
+		opts = append(opts, carv2.WriteAsCarV1(true))
+	case 2:
+		if _, ok := w.(*os.File); !ok {
+			return Stats{}, errors.New("carfile: CARv2 needs a seekable file")
+		}
+	default:
+		return Stats{}, fmt.Errorf("carfile: unknown CAR version %d", o.Version)
+	}
+	car, err := carstorage.NewWritable(w, roots, opts...)
+	if err != nil {
+		return Stats{}, fmt.Errorf("carfile: %w", err)
+	}
+	var st Stats
+	visited := map[string]struct{}{}
+	stack := append([]cid.Cid(nil), roots...)
+	// Reverse so that the first root is walked first.
+	for i, j := 0, len(stack)-1; i < j; i, j = i+1, j-1 {
+		stack[i], stack[j] = stack[j], stack[i]
+	}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if _, ok := visited[c.KeyString()]; ok || unixfs.IsIdentity(c) {
+			continue
+		}
+		visited[c.KeyString()] = struct{}{}
+		var links []cid.Cid
+		err := bs.View(ctx, c, func(b []byte) error {
+			if err := unixfs.CheckHash(c, b); err != nil {
+				return err
+			}
+			var err error
+			if links, err = unixfs.Links(c, b); err != nil {
+				return err
+			}
+			st.Blocks++
+			st.Bytes += int64(len(b))
+			if o.Progress != nil {
+				o.Progress(len(b))
+			}
+			return car.Put(ctx, c.KeyString(), b)
+		})
+		if err != nil {
+			return st, fmt.Errorf("export: %w", err)
+		}
+		for i := len(links) - 1; i >= 0; i-- {
+			stack = append(stack, links[i])
+		}
+	}
+	if f, ok := car.(interface{ Finalize() error }); ok && o.Version == 2 {
+		if err := f.Finalize(); err != nil {
+			return st, fmt.Errorf("carfile: finalize: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// BlockPutter is the write side of the block store.
+type BlockPutter = unixfs.BlockPutter
+
+// ImportOptions configures Import.
+type ImportOptions struct {
+	Progress func(n int) // called with each section's size, on both passes
+	// Has tells whether a block is already stored; roots absent from both
+	// the CAR and the store are an error.
+	Has func(ctx context.Context, c cid.Cid) (bool, error)
+}
+
+// Import reads the CAR at path twice: first verifying every block against its
+// CID and the roots' presence, storing nothing; then storing the blocks
+// (verified again, since the file could have changed). A CAR that fails the
+// first pass leaves the store untouched. It returns the CAR's roots.
+func Import(ctx context.Context, path string, put BlockPutter, o ImportOptions) ([]cid.Cid, Stats, error) {
+	roots, st, err := scan(ctx, path, o, nil)
+	if err != nil {
+		return nil, st, err
+	}
+	if _, st, err = scan(ctx, path, o, put); err != nil {
+		return nil, st, err
+	}
+	return roots, st, nil
+}
+
+func scan(ctx context.Context, path string, o ImportOptions, put BlockPutter) ([]cid.Cid, Stats, error) {
+	var st Stats
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, st, err
+	}
+	defer f.Close()
+	br, err := carv2.NewBlockReader(f, carv2.MaxAllowedHeaderSize(maxHeaderSize), carv2.MaxAllowedSectionSize(maxSectionSize))
+	if err != nil {
+		return nil, st, fmt.Errorf("%s: not a valid CAR: %w", path, err)
+	}
+	if len(br.Roots) == 0 {
+		return nil, st, fmt.Errorf("%s: CAR has no roots", path)
+	}
+	missing := map[string]cid.Cid{}
+	for _, r := range br.Roots {
+		missing[r.KeyString()] = r
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, st, err
+		}
+		blk, err := br.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, st, fmt.Errorf("%s: block %d: %w", path, st.Blocks+1, unexpected(err))
+		}
+		c := blk.Cid()
+		delete(missing, c.KeyString())
+		st.Blocks++
+		st.Bytes += int64(len(blk.RawData()))
+		if o.Progress != nil {
+			o.Progress(len(blk.RawData()))
+		}
+		if put != nil && !unixfs.IsIdentity(c) {
+			if err := put.Put(ctx, c, blk.RawData()); err != nil {
+				return nil, st, err
+			}
+		}
+	}
+	for _, r := range missing {
+		if unixfs.IsIdentity(r) {
+			continue
+		}
+		if o.Has != nil {
+			if ok, err := o.Has(ctx, r); err != nil {
+				return nil, st, err
+			} else if ok {
+				continue
+			}
+		}
+		return nil, st, fmt.Errorf("%s: root %s is neither in the CAR nor in the repo", path, r)
+	}
+	return br.Roots, st, nil
+}
+
+// unexpected names a truncated file as such.
+func unexpected(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("truncated CAR: %w", err)
+	}
+	return err
+}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ipfrs/ipfrs-mount/chunker"
+	"github.com/ipfrs/ipfrs-mount/store"
+	"github.com/ipfrs/ipfrs-mount/unixfs"
+)
+
+type addFlags struct {
+	recursive, quiet, hidden bool
+	chunker, profile         string
+}
+
+func addCommand() *command {
+	f := &addFlags{}
+	return &command{
+		name: "add", args: "[-r] [-Q] [--chunker SPEC] [--profile NAME] PATH...",
+		help: "add files or directories to the repo and print their CIDs",
+		flags: func(fs *pflag.FlagSet) {
+			fs.BoolVarP(&f.recursive, "recursive", "r", false, "add directories recursively")
+			fs.BoolVarP(&f.quiet, "quieter", "Q", false, "print only the root CID of each PATH")
+			fs.BoolVarP(&f.hidden, "hidden", "H", false, "include files whose names start with a dot")
+			fs.StringVar(&f.chunker, "chunker", "", "fastcdc | fastcdc-MIN-AVG-MAX | size-N (default: the profile's)")
+			fs.StringVar(&f.profile, "profile", "default", "default (FastCDC) | kubo (= ipfs add --cid-version=1 --raw-leaves) | unixfs-v1-2025")
+		},
+		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.add(ctx, f, fs.Args()) },
+	}
+}
+
+// adder adds OS files and trees through one store batch.
+type adder struct {
+	a      *app
+	batch  *store.Batch
+	im     *unixfs.Importer
+	layout unixfs.Layout
+	f      *addFlags
+}
+
+func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
+	if len(paths) == 0 {
+		return errors.New("no PATH given")
+	}
+	layout, err := unixfs.LayoutFor(f.profile)
+	if err != nil {
+		return err
+	}
+	if f.chunker != "" {
+		if layout.Chunker, err = chunker.ParseSpec(f.chunker); err != nil {
+			return err
+		}
+	}
+	// Check every argument before storing anything.
+	var total int64
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if fi.IsDir() && !f.recursive {
+			return fmt.Errorf("%s is a directory (use -r)", p)
+		}
+		n, err := treeSize(p, f.hidden)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	r, err := a.openRepo()
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	prog := a.newProgress(total, "adding")
+	ad := &adder{a: a, batch: r.store.NewBatch(), layout: layout, f: f}
+	ad.im = &unixfs.Importer{Put: ad.batch, Layout: layout, Progress: prog.add}
+	var roots []unixfs.Node
+	for _, p := range paths {
+		n, err := ad.addPath(ctx, p, filepath.Base(filepath.Clean(p)))
+		if err != nil {
+			ad.batch.Cancel()
+			return err
+		}
+		roots = append(roots, n)
+	}
+	if err := ad.batch.Close(); err != nil {
+		return err
+	}
+	prog.done()
+	for i, n := range roots {
+		if err := r.recordRoot(ctx, n.CID, rootRecord{Name: paths[i], Size: n.Size, Added: time.Now().UTC()}); err != nil {
+			return err
+		}
+		if f.quiet {
+			fmt.Fprintln(a.stdout, n.CID)
+		}
+	}
+	return r.store.Sync()
+}
+
+// treeSize sums the regular files under p that add will read.
+func treeSize(p string, hidden bool) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if q != p && !hidden && strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n, err
+}
+
+func (ad *adder) addPath(ctx context.Context, p, display string) (unixfs.Node, error) {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return unixfs.Node{}, err
+	}
+	var n unixfs.Node
+	switch {
+	case fi.Mode().IsRegular():
+		n, err = ad.addFile(ctx, p)
+	case fi.IsDir():
+		n, err = ad.addDir(ctx, p, display)
+	case fi.Mode()&os.ModeSymlink != 0:
+		var target string
+		if target, err = os.Readlink(p); err == nil {
+			n, err = unixfs.BuildSymlink(ctx, ad.batch, target)
+		}
+	default:
+		err = fmt.Errorf("%s: cannot add a %s", p, fileType(fi.Mode()))
+	}
+	if err != nil {
+		return unixfs.Node{}, err
+	}
+	if !ad.f.quiet {
+		fmt.Fprintf(ad.a.stdout, "added %s %s\n", n.CID, display)
+	}
+	return n, nil
+}
+
+func (ad *adder) addFile(ctx context.Context, p string) (unixfs.Node, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return unixfs.Node{}, err
+	}
+	defer f.Close()
+	n, err := ad.im.ImportReader(ctx, f)
+	if err != nil {
+		return unixfs.Node{}, fmt.Errorf("%s: %w", p, err)
+	}
+	return n, nil
+}
+
+func (ad *adder) addDir(ctx context.Context, p, display string) (unixfs.Node, error) {
+	des, err := os.ReadDir(p)
+	if err != nil {
+		return unixfs.Node{}, err
+	}
+	entries := make([]unixfs.Entry, 0, len(des))
+	for _, de := range des {
+		if !ad.f.hidden && strings.HasPrefix(de.Name(), ".") {
+			continue
+		}
+		n, err := ad.addPath(ctx, filepath.Join(p, de.Name()), display+"/"+de.Name())
+		if err != nil {
+			return unixfs.Node{}, err
+		}
+		entries = append(entries, unixfs.Entry{Name: de.Name(), Node: n})
+	}
+	return ad.layout.BuildDirectory(ctx, ad.batch, entries)
+}
+
+func fileType(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	default:
+		return "special file"
+	}
+}

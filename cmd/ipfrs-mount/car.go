@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/spf13/pflag"
+
+	"github.com/ipfrs/ipfrs-mount/carfile"
+)
+
+func exportCommand() *command {
+	var out string
+	var version int
+	return &command{
+		name: "export", args: "CID[/PATH] -o FILE.car [--car-version 1|2]", help: "write a DAG to a CAR file",
+		flags: func(fs *pflag.FlagSet) {
+			fs.StringVarP(&out, "output", "o", "", "CAR file to write")
+			fs.IntVar(&version, "car-version", 1, "CAR format version, 1 or 2")
+		},
+		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
+			if fs.NArg() != 1 || out == "" {
+				return errors.New("want exactly one CID and -o FILE.car")
+			}
+			return a.export(ctx, fs.Arg(0), out, version)
+		},
+	}
+}
+
+func (a *app) export(ctx context.Context, arg, out string, version int) error {
+	if version != 1 && version != 2 {
+		return fmt.Errorf("--car-version must be 1 or 2, not %d", version)
+	}
+	if _, _, err := parseCIDPath(arg); err != nil {
+		return err
+	}
+	r, err := a.openRepo()
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	c, err := r.resolve(ctx, arg)
+	if err != nil {
+		return err
+	}
+	// Write next to the target and rename, so a failed export leaves no
+	// partial CAR behind.
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".export-*.car")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	prog := a.newProgress(-1, "exporting")
+	_, err = carfile.Export(ctx, r.store, []cid.Cid{c}, tmp, carfile.ExportOptions{Version: version, Progress: prog.add})
+	prog.done()
+	if err != nil {
+		return notFound(arg, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), out)
+}
+
+func importCommand() *command {
+	return &command{
+		name: "import", args: "FILE.car...", help: "store the blocks of CAR files (all verified first) and print their roots",
+		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.importCARs(ctx, fs.Args()) },
+	}
+}
+
+func (a *app) importCARs(ctx context.Context, files []string) error {
+	if len(files) == 0 {
+		return errors.New("no CAR file given")
+	}
+	var total int64
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return err
+		}
+		total += 2 * fi.Size() // two passes
+	}
+	r, err := a.openRepo()
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	prog := a.newProgress(total, "importing")
+	defer prog.done()
+	for _, f := range files {
+		batch := r.store.NewBatch()
+		roots, st, err := carfile.Import(ctx, f, batch, carfile.ImportOptions{Progress: prog.add, Has: r.store.Has})
+		if err != nil {
+			batch.Cancel()
+			return err
+		}
+		if err := batch.Close(); err != nil {
+			return err
+		}
+		for _, root := range roots {
+			rec := rootRecord{Name: f, Size: uint64(st.Bytes) / uint64(len(roots)), Added: time.Now().UTC()}
+			if err := r.recordRoot(ctx, root, rec); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, root)
+		}
+	}
+	return r.store.Sync()
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/ipfrs/ipfrs-mount/store"
+)
+
+// repo is an opened repository: for now its block store.
+type repo struct {
+	path  string
+	store *store.Badger
+}
+
+// repoDir resolves the repo directory: --repo, then $IPFRS_PATH, then ~/.ipfrs.
+func (a *app) repoDir() (string, error) {
+	if a.repoPath != "" {
+		return a.repoPath, nil
+	}
+	if p := os.Getenv("IPFRS_PATH"); p != "" {
+		return p, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no --repo given, $IPFRS_PATH unset and no home directory: %w", err)
+	}
+	return filepath.Join(home, ".ipfrs"), nil
+}
+
+// openRepo opens the repo, creating it on first use.
+func (a *app) openRepo() (*repo, error) {
+	dir, err := a.repoDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("repo: %w", err)
+	}
+	s, err := store.Open(filepath.Join(dir, "blocks"), store.Options{Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	return &repo{path: dir, store: s}, nil
+}
+
+func (r *repo) close() error { return r.store.Close() }
+
+// rootRecord notes content added to the repo, so that stat can tell the
+// logical size of what the repo holds. (Pins, a later feature, will make
+// these GC roots.)
+type rootRecord struct {
+	Name  string    `json:"name"`
+	Size  uint64    `json:"size"`
+	Added time.Time `json:"added"`
+}
+
+const rootsPrefix = "roots/"
+
+func (r *repo) recordRoot(ctx context.Context, c cid.Cid, rec rootRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return r.store.SetMeta(ctx, rootsPrefix+c.String(), b)
+}
+
+func (r *repo) roots(ctx context.Context, fn func(c cid.Cid, rec rootRecord) error) error {
+	return r.store.ScanMeta(ctx, rootsPrefix, func(key string, val []byte) error {
+		c, err := cid.Decode(key[len(rootsPrefix):])
+		if err != nil {
+			return fmt.Errorf("repo: bad root record %q: %w", key, err)
+		}
+		var rec rootRecord
+		if err := json.Unmarshal(val, &rec); err != nil {
+			return fmt.Errorf("repo: bad root record %q: %w", key, err)
+		}
+		return fn(c, rec)
+	})
+}
+
+// parseCIDPath splits "CID[/path]" (an optional /ipfs/ prefix is accepted).
+func parseCIDPath(arg string) (cid.Cid, string, error) {
+	s := arg
+	if len(s) > 6 && s[:6] == "/ipfs/" {
+		s = s[6:]
+	}
+	head, rest := s, ""
+	for i := range len(s) {
+		if s[i] == '/' {
+			head, rest = s[:i], s[i+1:]
+			break
+		}
+	}
+	c, err := cid.Decode(head)
+	if err != nil {
+		return cid.Undef, "", fmt.Errorf("invalid CID %q: %w", head, err)
+	}
+	return c, rest, nil
+}
+
+// notFound rewrites a store miss as a message about the user's argument.
+func notFound(arg string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%s: %w (not in this repo)", arg, err)
+	}
+	return err
+}

@@ -1,0 +1,210 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+)
+
+func blockOf(codec uint64, data []byte) Block {
+	sum := sha256.Sum256(data)
+	h, _ := mh.Encode(sum[:], mh.SHA2_256)
+	return Block{CID: cid.NewCidV1(codec, h), Data: data}
+}
+
+func openTemp(t *testing.T, o Options) *Badger {
+	t.Helper()
+	s, err := Open(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestPutGetHasDelete(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, Options{})
+	tests := []struct {
+		name string
+		size int
+	}{
+		{"tiny, kept in the LSM tree", 10},
+		{"empty", 0},
+		{"256 KiB, in the value log", 256 << 10},
+		{"1 MiB", 1 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := bytes.Repeat([]byte{byte(tt.size)}, tt.size)
+			b := blockOf(cid.Raw, data)
+			if ok, _ := s.Has(ctx, b.CID); ok {
+				t.Fatal("has before put")
+			}
+			if err := s.Put(ctx, b.CID, b.Data); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Get(ctx, b.CID)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("get: %v", err)
+			}
+			// The same multihash under another codec or CID version is the same block.
+			v0 := cid.NewCidV0(b.CID.Hash())
+			if ok, _ := s.Has(ctx, v0); !ok {
+				t.Fatal("CIDv0 of the same bytes not found")
+			}
+			if n, err := s.Size(ctx, b.CID); err != nil || n != tt.size {
+				t.Fatalf("size %d, %v", n, err)
+			}
+			if err := s.Delete(ctx, b.CID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Get(ctx, b.CID); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("after delete: %v", err)
+			}
+		})
+	}
+}
+
+func TestBatchSkipsDuplicatesAndCommitsInGenerations(t *testing.T) {
+	ctx := context.Background()
+	// Small batches so that several generations are committed in flight.
+	s := openTemp(t, Options{BatchBytes: 1 << 20})
+	var blocks []Block
+	for i := range 40 {
+		blocks = append(blocks, blockOf(cid.Raw, bytes.Repeat([]byte{byte(i)}, 100<<10)))
+	}
+	b := s.NewBatch()
+	for _, blk := range blocks {
+		// Put each block twice, reusing the caller's buffer afterwards.
+		buf := append([]byte(nil), blk.Data...)
+		for range 2 {
+			if err := b.Put(ctx, blk.CID, buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clear(buf)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b.Stored != 40 || b.Skipped != 40 {
+		t.Fatalf("stored %d skipped %d, want 40 and 40", b.Stored, b.Skipped)
+	}
+	// A new batch skips what is stored.
+	b = s.NewBatch()
+	for _, blk := range blocks {
+		if err := b.Put(ctx, blk.CID, blk.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Close(); err != nil || b.Stored != 0 {
+		t.Fatalf("second batch stored %d: %v", b.Stored, err)
+	}
+	for _, blk := range blocks {
+		got, err := s.Get(ctx, blk.CID)
+		if err != nil || !bytes.Equal(got, blk.Data) {
+			t.Fatalf("%s: %v", blk.CID, err)
+		}
+	}
+	st, err := s.Stats(ctx)
+	if err != nil || st.Blocks != 40 {
+		t.Fatalf("stats %+v %v", st, err)
+	}
+	if d := st.BlockBytes - 40*100<<10; d < -400 || d > 400 {
+		t.Fatalf("block bytes %d, want about %d", st.BlockBytes, 40*100<<10)
+	}
+}
+
+func TestIterationKeepsCodec(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, Options{})
+	want := map[string]bool{}
+	if err := s.PutMany(ctx, []Block{blockOf(cid.Raw, []byte("leaf")), blockOf(cid.DagProtobuf, []byte("node")), blockOf(cid.DagCBOR, []byte("commit"))}); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []Block{blockOf(cid.Raw, []byte("leaf")), blockOf(cid.DagProtobuf, []byte("node")), blockOf(cid.DagCBOR, []byte("commit"))} {
+		want[b.CID.String()] = true
+	}
+	err := s.AllBlocks(ctx, func(c cid.Cid, data []byte) error {
+		if !want[c.String()] {
+			return fmt.Errorf("unexpected %s", c)
+		}
+		delete(want, c.String())
+		return nil
+	})
+	if err != nil || len(want) != 0 {
+		t.Fatalf("%v, missing %v", err, want)
+	}
+}
+
+func TestReopenKeepsBlocksAndMeta(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := blockOf(cid.Raw, bytes.Repeat([]byte("x"), 300<<10))
+	if err := s.Put(ctx, b.CID, b.Data); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMeta(ctx, "roots/a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{}); err == nil {
+		t.Fatal("a second open of a store in use succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Get(ctx, b.CID); err != nil || !bytes.Equal(got, b.Data) {
+		t.Fatalf("after reopen: %v", err)
+	}
+	if v, err := s.GetMeta(ctx, "roots/a"); err != nil || string(v) != "1" {
+		t.Fatalf("meta: %q %v", v, err)
+	}
+	n := 0
+	if err := s.ScanMeta(ctx, "roots/", func(k string, v []byte) error { n++; return nil }); err != nil || n != 1 {
+		t.Fatalf("scan: %d %v", n, err)
+	}
+}
+
+func BenchmarkView256K(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var cids []cid.Cid
+	for i := range 64 {
+		blk := blockOf(cid.Raw, bytes.Repeat([]byte{byte(i), 1}, 128<<10))
+		if err := s.Put(ctx, blk.CID, blk.Data); err != nil {
+			b.Fatal(err)
+		}
+		cids = append(cids, blk.CID)
+	}
+	dst := make([]byte, 256<<10)
+	b.SetBytes(256 << 10)
+	b.ResetTimer()
+	for i := range b.N {
+		if err := s.View(ctx, cids[i%len(cids)], func(v []byte) error { copy(dst, v); return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
