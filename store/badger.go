@@ -82,9 +82,10 @@ func (o Options) withDefaults() Options {
 
 // Badger is a block store on a Badger v4 database.
 type Badger struct {
-	db   *badger.DB
-	dir  string
-	opts Options
+	db       *badger.DB
+	dir      string
+	opts     Options
+	prealloc *vlogPrealloc
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -116,7 +117,9 @@ func Open(dir string, o Options) (*Badger, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	return &Badger{db: db, dir: dir, opts: o}, nil
+	s := &Badger{db: db, dir: dir, opts: o,
+		prealloc: &vlogPrealloc{dir: dir, size: 2 * o.ValueLogFileSize, done: map[string]bool{}}}
+	return s, nil
 }
 
 // Close flushes and closes the database.

@@ -46,6 +46,7 @@ const maxInflight = 2
 
 // NewBatch starts a batch of puts.
 func (s *Badger) NewBatch() *Batch {
+	s.prealloc.check()
 	return &Batch{
 		s:        s,
 		txn:      s.db.NewTransaction(true),
@@ -157,6 +158,7 @@ func (b *Batch) commit() {
 			b.err = fmt.Errorf("store: commit: %w", err)
 		}
 		b.mu.Unlock()
+		b.s.prealloc.check()
 		if arena != nil {
 			select {
 			case b.arenas <- arena:

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -40,6 +41,11 @@ func commands() []*command {
 }
 
 func main() {
+	if p := os.Getenv("IPFRS_CPUPROFILE"); p != "" {
+		f, _ := os.Create(p)
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -48,6 +54,7 @@ func main() {
 		if !errors.As(err, &u) {
 			fmt.Fprintf(os.Stderr, "ipfrs-mount: %s\n", oneLine(err))
 		}
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
