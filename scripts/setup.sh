@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-pkgs="ca-certificates curl unzip git fuse3 time"
+pkgs="ca-certificates curl unzip git fuse3 time rsync sqlite3 fio attr"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

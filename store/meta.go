@@ -61,3 +61,40 @@ func (s *Badger) ScanMeta(ctx context.Context, prefix string, fn func(key string
 		return nil
 	})
 }
+
+// MetaTxn reads and writes metadata keys inside one Badger transaction, so
+// that a multi-key change (a rename, say) is atomic.
+type MetaTxn struct{ txn *badger.Txn }
+
+// Get returns the value of key, or ErrNotFound.
+func (t MetaTxn) Get(key string) ([]byte, error) {
+	item, err := t.txn.Get([]byte(metaPrefix + key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("meta %q: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
+}
+
+// Set sets key.
+func (t MetaTxn) Set(key string, val []byte) error {
+	return t.txn.Set([]byte(metaPrefix+key), val)
+}
+
+// Delete removes key.
+func (t MetaTxn) Delete(key string) error {
+	return t.txn.Delete([]byte(metaPrefix + key))
+}
+
+// UpdateMeta runs fn in a read-write transaction and commits it when fn
+// returns nil. Callers serialise conflicting updates themselves (conflict
+// detection is off).
+func (s *Badger) UpdateMeta(ctx context.Context, fn func(MetaTxn) error) error {
+	err := s.db.Update(func(txn *badger.Txn) error { return fn(MetaTxn{txn}) })
+	if err != nil {
+		return fmt.Errorf("store: update meta: %w", err)
+	}
+	return nil
+}

@@ -36,7 +36,7 @@ type app struct {
 func commands() []*command {
 	return []*command{
 		addCommand(), catCommand(), lsCommand(), statCommand(),
-		exportCommand(), importCommand(), verifyCommand(),
+		exportCommand(), importCommand(), verifyCommand(), mountCommand(),
 	}
 }
 

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ipfrs/ipfrs-mount/fusefs"
+	"github.com/ipfrs/ipfrs-mount/unixfs"
+	"github.com/ipfrs/ipfrs-mount/worktree"
+)
+
+type mountFlags struct {
+	allowOther, debug bool
+	readAheadKB       int
+}
+
+func mountCommand() *command {
+	f := &mountFlags{}
+	return &command{
+		name: "mount", args: "MOUNTPOINT [--allow-other]",
+		help: "mount the repo's working tree (foreground; SIGINT/SIGTERM or fusermount3 -u unmount)",
+		flags: func(fs *pflag.FlagSet) {
+			fs.BoolVar(&f.allowOther, "allow-other", false, "let other users access the mount")
+			fs.BoolVar(&f.debug, "debug", false, "log every FUSE request")
+			fs.IntVar(&f.readAheadKB, "readahead-kb", 16384, "kernel readahead for the mount, KiB")
+		},
+		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
+			if fs.NArg() != 1 {
+				return errors.New("want exactly one MOUNTPOINT")
+			}
+			return a.mount(ctx, fs.Arg(0), f)
+		},
+	}
+}
+
+func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error {
+	mnt, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(mnt); err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", mnt)
+	}
+	r, err := a.openRepo()
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	a.log = a.log.With("mount", mnt)
+	tree, err := worktree.Open(ctx, r.store, worktree.Options{
+		Layout:     unixfs.DefaultLayout(),
+		StagingDir: filepath.Join(r.path, "staging"),
+		Logger:     a.log,
+	})
+	if err != nil {
+		return err
+	}
+	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
+		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
+	})
+	if err != nil {
+		tree.Close(context.Background())
+		return err
+	}
+	fmt.Fprintf(a.stderr, "ipfrs-mount: mounted %s at %s\n", r.path, mnt)
+	go func() {
+		<-ctx.Done()
+		// A busy mount refuses to unmount; retry, then detach lazily so the
+		// daemon still serves open files until they are closed.
+		for i := 0; ; i++ {
+			err := server.Unmount()
+			if err == nil {
+				return
+			}
+			if i == 20 {
+				a.log.Warn("mount busy; detaching it", "err", err)
+				_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
+				return
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}()
+	server.Wait()
+	if err := tree.Close(context.Background()); err != nil {
+		return fmt.Errorf("flushing the working tree: %w", err)
+	}
+	fmt.Fprintf(a.stderr, "ipfrs-mount: unmounted %s\n", mnt)
+	return nil
+}

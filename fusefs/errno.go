@@ -1,0 +1,45 @@
+package fusefs
+
+import (
+	"errors"
+	"log/slog"
+	"syscall"
+
+	"github.com/ipfrs/ipfrs-mount/worktree"
+)
+
+// toErrno maps an error from the layers below to the errno the kernel gets.
+// Anything unexpected is EIO, and logged: a corrupted or missing block must
+// never be served as data.
+func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	table := []struct {
+		err   error
+		errno syscall.Errno
+	}{
+		{worktree.ErrNotExist, syscall.ENOENT},
+		{worktree.ErrExist, syscall.EEXIST},
+		{worktree.ErrNotDir, syscall.ENOTDIR},
+		{worktree.ErrIsDir, syscall.EISDIR},
+		{worktree.ErrNotEmpty, syscall.ENOTEMPTY},
+		{worktree.ErrInvalid, syscall.EINVAL},
+		{worktree.ErrPermission, syscall.EPERM},
+		{worktree.ErrNoAttr, syscall.ENODATA},
+		{worktree.ErrNotSupported, syscall.ENOTSUP},
+		{worktree.ErrNameTooLong, syscall.ENAMETOOLONG},
+		{worktree.ErrRange, syscall.ERANGE},
+	}
+	for _, e := range table {
+		if errors.Is(err, e.err) {
+			return e.errno
+		}
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	log.Error("I/O error", "op", op, "err", err)
+	return syscall.EIO
+}

@@ -1,0 +1,83 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/ipfrs/ipfrs-mount/worktree"
+)
+
+// handle is an open regular file. Reads take no lock of their own, so
+// concurrent reads on one handle run in parallel.
+type handle struct {
+	tree *worktree.Tree
+	log  *slog.Logger
+	ino  uint64
+}
+
+var (
+	_ fs.FileReader   = (*handle)(nil)
+	_ fs.FileWriter   = (*handle)(nil)
+	_ fs.FileFlusher  = (*handle)(nil)
+	_ fs.FileFsyncer  = (*handle)(nil)
+	_ fs.FileReleaser = (*handle)(nil)
+)
+
+// openHandle opens ino. The kernel keeps its cached pages when the content
+// has not changed since the last open; never FOPEN_DIRECT_IO, which would
+// break shared mmap.
+func openHandle(ctx context.Context, t *worktree.Tree, log *slog.Logger, ino uint64) (fs.FileHandle, uint32, syscall.Errno) {
+	if err := t.Opened(ino); err != nil {
+		return nil, 0, toErrno(log, "open", err)
+	}
+	var flags uint32
+	if t.KeepCache(ino) {
+		flags |= fuse.FOPEN_KEEP_CACHE
+	}
+	return &handle{tree: t, log: log, ino: ino}, flags, 0
+}
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.tree.ReadAt(ctx, h.ino, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, toErrno(h.log, "read", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := h.tree.WriteAt(ctx, h.ino, data, off)
+	if err != nil {
+		return uint32(n), toErrno(h.log, "write", err)
+	}
+	return uint32(n), 0
+}
+
+// Flush runs at every close(2): the written bytes become a DAG here, where
+// an error can still reach the program.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	return toErrno(h.log, "flush", h.tree.Flush(ctx, h.ino))
+}
+
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return toErrno(h.log, "fsync", h.tree.Fsync(ctx, h.ino))
+}
+
+// Release follows the last close or munmap; writes through a shared mapping
+// may arrive after Flush, so flush again.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	err := h.tree.Flush(ctx, h.ino)
+	if err != nil {
+		h.log.Error("flush on release", "ino", h.ino, "err", err)
+	}
+	if err := h.tree.Released(ctx, h.ino); err != nil {
+		h.log.Error("release", "ino", h.ino, "err", err)
+	}
+	return 0
+}

@@ -1,0 +1,83 @@
+package fusefs
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/ipfrs/ipfrs-mount/worktree"
+)
+
+// MountOptions configures Mount.
+type MountOptions struct {
+	AllowOther bool
+	Debug      bool
+	// ReadAheadKB is written to the mount's bdi read_ahead_kb (0 leaves the
+	// kernel's 128 KiB).
+	ReadAheadKB int
+	Logger      *slog.Logger
+}
+
+// Mount serves tree at mountpoint and returns once the mount answers. The
+// caller waits on the server and unmounts it.
+func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	entry, attr, neg := entryTimeout, attrTimeout, negativeTimeout
+	opts := &fs.Options{
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: worktree.RootIno},
+		MountOptions: fuse.MountOptions{
+			FsName:               "ipfrs",
+			Name:                 "ipfrs",
+			AllowOther:           o.AllowOther,
+			DirectMount:          os.Geteuid() == 0,
+			Options:              []string{"default_permissions"},
+			MaxWrite:             1 << 20,
+			MaxBackground:        64,
+			IgnoreSecurityLabels: true,
+			DisableSplice:        true, // measured slower (go-fuse ab014071), and it logs per read
+			Debug:                o.Debug,
+		},
+	}
+	root := &Node{tree: tree, log: o.Logger}
+	server, err := fs.Mount(mountpoint, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	if o.ReadAheadKB > 0 {
+		if err := setReadAhead(mountpoint, o.ReadAheadKB); err != nil {
+			o.Logger.Warn("could not raise readahead", "err", err)
+		}
+	}
+	return server, nil
+}
+
+// setReadAhead raises the mount's readahead, which the FUSE INIT reply can
+// only lower.
+func setReadAhead(mountpoint string, kb int) error {
+	var st syscall.Stat_t
+	var err error
+	for range 50 { // the mount may take a moment to show its own device
+		if err = syscall.Stat(mountpoint, &st); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	dev := uint64(st.Dev)
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(dev), unix.Minor(dev))
+	return os.WriteFile(path, []byte(fmt.Sprint(kb)), 0)
+}

@@ -1,0 +1,248 @@
+package fusefs
+
+import (
+	"context"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/ipfrs/ipfrs-mount/worktree"
+)
+
+// Node is a file, directory or symlink of the working tree.
+type Node struct {
+	fs.Inode
+	tree *worktree.Tree
+	log  *slog.Logger
+}
+
+var (
+	_ fs.NodeLookuper      = (*Node)(nil)
+	_ fs.NodeGetattrer     = (*Node)(nil)
+	_ fs.NodeSetattrer     = (*Node)(nil)
+	_ fs.NodeCreater       = (*Node)(nil)
+	_ fs.NodeMkdirer       = (*Node)(nil)
+	_ fs.NodeSymlinker     = (*Node)(nil)
+	_ fs.NodeReadlinker    = (*Node)(nil)
+	_ fs.NodeLinker        = (*Node)(nil)
+	_ fs.NodeUnlinker      = (*Node)(nil)
+	_ fs.NodeRmdirer       = (*Node)(nil)
+	_ fs.NodeRenamer       = (*Node)(nil)
+	_ fs.NodeOpener        = (*Node)(nil)
+	_ fs.NodeReaddirer     = (*Node)(nil)
+	_ fs.NodeFsyncer       = (*Node)(nil)
+	_ fs.NodeStatfser      = (*Node)(nil)
+	_ fs.NodeGetxattrer    = (*Node)(nil)
+	_ fs.NodeSetxattrer    = (*Node)(nil)
+	_ fs.NodeListxattrer   = (*Node)(nil)
+	_ fs.NodeRemovexattrer = (*Node)(nil)
+)
+
+func (n *Node) ino() uint64 { return n.StableAttr().Ino }
+
+func (n *Node) errno(op string, err error) syscall.Errno { return toErrno(n.log, op, err) }
+
+func fillAttr(a worktree.Attr, out *fuse.Attr) {
+	out.Ino = a.Ino
+	out.Mode = a.Mode
+	out.Nlink = a.Nlink
+	out.Uid, out.Gid = a.UID, a.GID
+	out.Size = a.Size
+	out.Blocks = (a.Size + 511) / 512
+	out.Blksize = 1 << 20
+	out.SetTimes(&a.Atime, &a.Mtime, &a.Ctime)
+}
+
+// child returns the kernel-facing inode for a, reusing a live one.
+func (n *Node) child(ctx context.Context, a worktree.Attr, out *fuse.EntryOut) *fs.Inode {
+	fillAttr(a, &out.Attr)
+	return n.NewInode(ctx, &Node{tree: n.tree, log: n.log}, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
+}
+
+func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	a, err := n.tree.Lookup(n.ino(), name)
+	if err != nil {
+		return nil, n.errno("lookup", err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *Node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	a, err := n.tree.Getattr(n.ino())
+	if err != nil {
+		return n.errno("getattr", err)
+	}
+	fillAttr(a, &out.Attr)
+	return 0
+}
+
+func (n *Node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var sa worktree.SetAttr
+	if m, ok := in.GetMode(); ok {
+		sa.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		sa.UID = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		sa.GID = &g
+	}
+	if s, ok := in.GetSize(); ok {
+		sa.Size = &s
+	}
+	if t, ok := in.GetATime(); ok {
+		sa.Atime = &t
+	}
+	if t, ok := in.GetMTime(); ok {
+		sa.Mtime = &t
+	}
+	a, err := n.tree.Setattr(ctx, n.ino(), sa)
+	if err != nil {
+		return n.errno("setattr", err)
+	}
+	fillAttr(a, &out.Attr)
+	return 0
+}
+
+func caller(ctx context.Context) (uid, gid uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return 0, 0
+}
+
+func (n *Node) create(ctx context.Context, name string, mode uint32, target string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	uid, gid := caller(ctx)
+	a, err := n.tree.Create(ctx, n.ino(), name, worktree.NewNode{Mode: mode, UID: uid, GID: gid, Target: target})
+	if err != nil {
+		return nil, n.errno("create", err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	child, errno := n.create(ctx, name, syscall.S_IFREG|mode&07777, "", out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	h, flags, errno := openHandle(ctx, n.tree, n.log, child.StableAttr().Ino)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return child, h, flags, 0
+}
+
+func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.create(ctx, name, syscall.S_IFDIR|mode&07777, "", out)
+}
+
+func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.create(ctx, name, syscall.S_IFLNK|0o777, target, out)
+}
+
+func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, err := n.tree.Readlink(n.ino())
+	if err != nil {
+		return nil, n.errno("readlink", err)
+	}
+	return []byte(t), 0
+}
+
+func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	a, err := n.tree.Link(ctx, target.EmbeddedInode().StableAttr().Ino, n.ino(), name)
+	if err != nil {
+		return nil, n.errno("link", err)
+	}
+	return n.child(ctx, a, out), 0
+}
+
+func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.errno("unlink", n.tree.Remove(ctx, n.ino(), name, false))
+}
+
+func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.errno("rmdir", n.tree.Remove(ctx, n.ino(), name, true))
+}
+
+func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np := newParent.EmbeddedInode().StableAttr().Ino
+	return n.errno("rename", n.tree.Rename(ctx, n.ino(), name, np, newName, flags))
+}
+
+func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return openHandle(ctx, n.tree, n.log, n.ino())
+}
+
+func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ents, err := n.tree.Readdir(n.ino())
+	if err != nil {
+		return nil, n.errno("readdir", err)
+	}
+	list := make([]fuse.DirEntry, len(ents))
+	for i, e := range ents {
+		list[i] = fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode}
+	}
+	return fs.NewListDirStream(list), 0
+}
+
+func (n *Node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if n.IsDir() {
+		return n.errno("fsyncdir", n.tree.Sync(ctx))
+	}
+	return n.errno("fsync", n.tree.Fsync(ctx, n.ino()))
+}
+
+func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st, err := n.tree.Statfs()
+	if err != nil {
+		return n.errno("statfs", err)
+	}
+	out.FromStatfsT(&st)
+	return 0
+}
+
+func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, err := n.tree.Getxattr(ctx, n.ino(), attr)
+	if err != nil {
+		return 0, n.errno("getxattr", err)
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return n.errno("setxattr", n.tree.Setxattr(ctx, n.ino(), attr, data, flags))
+}
+
+func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.errno("removexattr", n.tree.Removexattr(ctx, n.ino(), attr))
+}
+
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	names, err := n.tree.Listxattr(n.ino())
+	if err != nil {
+		return 0, n.errno("listxattr", err)
+	}
+	var b []byte
+	for _, name := range names {
+		b = append(append(b, name...), 0)
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+// timeouts for the kernel's caches: every change goes through this mount,
+// and the kernel updates its caches on the operations it sends, so they can
+// be long.
+const (
+	entryTimeout    = 10 * time.Second
+	attrTimeout     = 10 * time.Second
+	negativeTimeout = time.Second
+)

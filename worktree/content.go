@@ -1,0 +1,323 @@
+package worktree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/ipfrs/ipfrs-mount/unixfs"
+)
+
+// fileData is a regular file's content: the last flushed DAG (base) and the
+// bytes written since, kept at their offsets in a sparse staging file.
+// Byte i of the file, for i < size, is the staged byte if i is in a dirty
+// span, else byte i of base if i < baseLen, else zero.
+type fileData struct {
+	mu sync.RWMutex
+
+	base    *unixfs.File // nil for empty content or before first read
+	baseCID cid.Cid      // cid.Undef for empty content
+	baseTs  uint64       // Tsize of base
+	baseSz  uint64       // content size of base
+	baseLen uint64       // bytes of base still in the file
+	size    uint64
+	dirty   []span // sorted, disjoint, non-adjacent
+	stage   *os.File
+
+	atime, mtime, ctime int64
+	gen                 uint64 // bumped by every change of content
+	openGen             uint64 // gen at the last open
+}
+
+type span struct{ off, end uint64 }
+
+func newFileData(r record) *fileData {
+	f := &fileData{size: r.Size, baseLen: r.Size, baseSz: r.Size, baseTs: r.Tsize, atime: r.Atime, mtime: r.Mtime, ctime: r.Ctime, gen: 1}
+	if r.Content != "" {
+		f.baseCID, _ = cid.Decode(r.Content)
+	}
+	return f
+}
+
+func (f *fileData) currentSize() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.size
+}
+
+func (f *fileData) times() (m, c, a int64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mtime, f.ctime, f.atime
+}
+
+func (f *fileData) touchCtime(now int64) {
+	f.mu.Lock()
+	f.ctime = now
+	f.mu.Unlock()
+}
+
+func (f *fileData) setTimes(atime, mtime *time.Time, now int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ctime = now
+	if atime != nil {
+		f.atime = atime.UnixNano()
+	}
+	if mtime != nil {
+		f.mtime = mtime.UnixNano()
+	}
+}
+
+// KeepCache reports whether the kernel may keep its cached pages of the file
+// for a new open: true when the content has not changed since the last open.
+func (f *fileData) keepCache() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keep := f.gen == f.openGen
+	f.openGen = f.gen
+	return keep
+}
+
+func (f *fileData) closeStage() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stage != nil {
+		name := f.stage.Name()
+		f.stage.Close()
+		os.Remove(name)
+		f.stage = nil
+	}
+}
+
+// openBase opens the base DAG for reading, once. Called with mu held.
+func (f *fileData) openBase(ctx context.Context, bs unixfs.BlockViewer) (*unixfs.File, error) {
+	if f.base != nil || !f.baseCID.Defined() {
+		return f.base, nil
+	}
+	b, err := unixfs.OpenFile(ctx, bs, f.baseCID)
+	if err != nil {
+		return nil, err
+	}
+	f.base = b
+	return b, nil
+}
+
+// ReadAt reads the file at off into p.
+func (t *Tree) ReadAt(ctx context.Context, ino uint64, p []byte, off int64) (int, error) {
+	f, err := t.fileOf(ino)
+	if err != nil {
+		return 0, err
+	}
+	// Opening the base needs the write lock once; reads then share.
+	f.mu.RLock()
+	needBase := f.base == nil && f.baseCID.Defined()
+	f.mu.RUnlock()
+	if needBase {
+		f.mu.Lock()
+		_, err := f.openBase(ctx, t.s)
+		f.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.readLocked(ctx, p, uint64(off))
+}
+
+func (f *fileData) readLocked(ctx context.Context, p []byte, off uint64) (int, error) {
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	n := min(uint64(len(p)), f.size-off)
+	p = p[:n]
+	// Walk the dirty spans overlapping [off, off+n).
+	i := sort.Search(len(f.dirty), func(i int) bool { return f.dirty[i].end > off })
+	pos := off
+	for pos < off+n {
+		next := off + n
+		if i < len(f.dirty) && f.dirty[i].off <= pos {
+			end := min(f.dirty[i].end, off+n)
+			if _, err := f.stage.ReadAt(p[pos-off:end-off], int64(pos)); err != nil && !errors.Is(err, io.EOF) {
+				return 0, fmt.Errorf("staging read: %w", err)
+			}
+			pos = end
+			i++
+			continue
+		}
+		if i < len(f.dirty) && f.dirty[i].off < next {
+			next = f.dirty[i].off
+		}
+		// [pos, next) is clean: base bytes, then zeros.
+		if pos < f.baseLen {
+			e := min(next, f.baseLen)
+			k, err := f.base.ReadAt(ctx, p[pos-off:e-off], int64(pos))
+			if err != nil && !(errors.Is(err, io.EOF) && uint64(k) == e-pos) {
+				return 0, err
+			}
+			pos = e
+		}
+		if pos < next {
+			clear(p[pos-off : next-off])
+			pos = next
+		}
+	}
+	return int(n), nil
+}
+
+// WriteAt writes p at off, growing the file as needed (a gap reads as zeros).
+func (t *Tree) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (int, error) {
+	f, err := t.fileOf(ino)
+	if err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, ErrInvalid
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stage == nil {
+		st, err := os.OpenFile(filepath.Join(t.stage, strconv.FormatUint(ino, 10)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return 0, fmt.Errorf("staging: %w", err)
+		}
+		f.stage = st
+	}
+	n, err := f.stage.WriteAt(p, off)
+	if n > 0 {
+		f.markDirty(uint64(off), uint64(off)+uint64(n))
+		f.size = max(f.size, uint64(off)+uint64(n))
+		now := time.Now().UnixNano()
+		f.mtime, f.ctime = now, now
+		f.gen++
+	}
+	if err != nil {
+		return n, fmt.Errorf("staging: %w", err)
+	}
+	return n, nil
+}
+
+// markDirty adds [off, end) to the dirty spans, merging neighbours.
+func (f *fileData) markDirty(off, end uint64) {
+	i := sort.Search(len(f.dirty), func(i int) bool { return f.dirty[i].end >= off })
+	j := i
+	for j < len(f.dirty) && f.dirty[j].off <= end {
+		off = min(off, f.dirty[j].off)
+		end = max(end, f.dirty[j].end)
+		j++
+	}
+	f.dirty = append(f.dirty[:i], append([]span{{off, end}}, f.dirty[j:]...)...)
+}
+
+// truncate sets the size; bytes beyond a shrink are forgotten, a grow reads
+// as zeros.
+func (f *fileData) truncate(t *Tree, size uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if size < f.size {
+		i := sort.Search(len(f.dirty), func(i int) bool { return f.dirty[i].end > size })
+		if i < len(f.dirty) && f.dirty[i].off < size {
+			f.dirty[i].end = size
+			i++
+		}
+		f.dirty = f.dirty[:i]
+		f.baseLen = min(f.baseLen, size)
+		if f.stage != nil {
+			if err := f.stage.Truncate(int64(size)); err != nil {
+				return fmt.Errorf("staging: %w", err)
+			}
+		}
+	}
+	if size != f.size {
+		f.size = size
+		f.gen++
+	}
+	now := time.Now().UnixNano()
+	f.mtime, f.ctime = now, now
+	return nil
+}
+
+func (t *Tree) fileOf(ino uint64) (*fileData, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	in, err := t.get(ino)
+	if err != nil {
+		return nil, err
+	}
+	if in.f == nil {
+		if in.rec.isDir() {
+			return nil, ErrIsDir
+		}
+		return nil, ErrInvalid
+	}
+	return in.f, nil
+}
+
+// KeepCache reports whether an open of ino may keep the kernel's cached pages.
+func (t *Tree) KeepCache(ino uint64) bool {
+	f, err := t.fileOf(ino)
+	return err == nil && f.keepCache()
+}
+
+// Flush turns the file's written bytes into a DAG in the store and queues
+// the new content for publication.
+func (t *Tree) Flush(ctx context.Context, ino uint64) error {
+	f, err := t.fileOf(ino)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.dirty) == 0 && f.size == f.baseLen && f.baseLen == f.baseSz {
+		return nil
+	}
+	if _, err := f.openBase(ctx, t.s); err != nil {
+		return err
+	}
+	batch := t.s.NewBatch()
+	im := &unixfs.Importer{Put: batch, Layout: t.layout}
+	n, err := im.ImportReader(ctx, &fileReader{ctx: ctx, f: f})
+	if err != nil {
+		batch.Cancel()
+		return err
+	}
+	if err := batch.Close(); err != nil {
+		return err
+	}
+	f.base, f.baseCID, f.baseTs, f.baseSz, f.baseLen = nil, n.CID, n.Tsize, n.Size, f.size
+	f.dirty = f.dirty[:0]
+	if f.stage != nil {
+		if err := f.stage.Truncate(0); err != nil {
+			return fmt.Errorf("staging: %w", err)
+		}
+	}
+	if n.Size != f.size {
+		return fmt.Errorf("worktree: flushed %d bytes of %d", n.Size, f.size)
+	}
+	t.pub.queue(ino, published{cid: n.CID, size: n.Size, tsize: n.Tsize})
+	return nil
+}
+
+// fileReader reads a file's current content sequentially, for Flush (which
+// holds the lock).
+type fileReader struct {
+	ctx context.Context
+	f   *fileData
+	off uint64
+}
+
+func (r *fileReader) Read(p []byte) (int, error) {
+	n, err := r.f.readLocked(r.ctx, p, r.off)
+	r.off += uint64(n)
+	return n, err
+}

@@ -1,0 +1,153 @@
+package worktree
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+)
+
+// published is a file content ready to be recorded: its blocks are
+// committed to the store but maybe not yet durable.
+type published struct {
+	cid   cid.Cid
+	size  uint64
+	tsize uint64
+}
+
+// publisher records new file contents in the persisted namespace only after
+// a store sync has made their blocks durable, so that after a crash or power
+// cut no name points at missing blocks: a file shows its old content until
+// the new one is published.
+type publisher struct {
+	mu      sync.Mutex // guards pending
+	pending map[uint64]published
+	cycle   sync.Mutex // one publication at a time
+	done    chan struct{}
+	stopped chan struct{}
+}
+
+func (p *publisher) start(t *Tree, every time.Duration) {
+	p.pending = map[uint64]published{}
+	p.done = make(chan struct{})
+	p.stopped = make(chan struct{})
+	go func() {
+		defer close(p.stopped)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-tick.C:
+				if err := p.publishNow(context.Background(), t); err != nil {
+					t.log.Error("publishing file contents", "err", err)
+				}
+			}
+		}
+	}()
+}
+
+func (p *publisher) stop() {
+	close(p.done)
+	<-p.stopped
+}
+
+func (p *publisher) queue(ino uint64, v published) {
+	p.mu.Lock()
+	p.pending[ino] = v
+	p.mu.Unlock()
+}
+
+func (p *publisher) drop(ino uint64) {
+	p.mu.Lock()
+	delete(p.pending, ino)
+	p.mu.Unlock()
+}
+
+// publishNow syncs the store, then records every content queued before the
+// sync began.
+func (p *publisher) publishNow(ctx context.Context, t *Tree) error {
+	p.cycle.Lock()
+	defer p.cycle.Unlock()
+	p.mu.Lock()
+	batch := p.pending
+	p.pending = map[uint64]published{}
+	p.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	requeue := func() {
+		p.mu.Lock()
+		for ino, v := range batch {
+			if _, newer := p.pending[ino]; !newer {
+				p.pending[ino] = v
+			}
+		}
+		p.mu.Unlock()
+	}
+	if err := t.s.Sync(); err != nil {
+		requeue()
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ins []*inode
+	for ino, v := range batch {
+		in, ok := t.inodes[ino]
+		if !ok {
+			continue // removed meanwhile
+		}
+		in.rec.Content, in.rec.Size, in.rec.Tsize = "", v.size, v.tsize
+		if v.size > 0 {
+			in.rec.Content = v.cid.String()
+		}
+		ins = append(ins, in)
+	}
+	// Bounded transactions: Badger refuses very large ones.
+	for len(ins) > 0 {
+		n := min(len(ins), 1000)
+		if err := t.persist(ctx, nil, ins[:n]...); err != nil {
+			requeue()
+			return err
+		}
+		ins = ins[n:]
+	}
+	return nil
+}
+
+// Fsync makes ino's content and name durable.
+func (t *Tree) Fsync(ctx context.Context, ino uint64) error {
+	if err := t.Flush(ctx, ino); err != nil {
+		return err
+	}
+	return t.Sync(ctx)
+}
+
+// Sync publishes every queued content and makes all metadata durable.
+func (t *Tree) Sync(ctx context.Context) error {
+	if err := t.pub.publishNow(ctx, t); err != nil {
+		return err
+	}
+	return t.s.Sync()
+}
+
+// FlushAll flushes every file with unflushed writes.
+func (t *Tree) FlushAll(ctx context.Context) error {
+	t.mu.Lock()
+	var inos []uint64
+	for ino, in := range t.inodes {
+		if in.f != nil {
+			inos = append(inos, ino)
+		}
+	}
+	t.mu.Unlock()
+	var first error
+	for _, ino := range inos {
+		if err := t.Flush(ctx, ino); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
