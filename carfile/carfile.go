@@ -91,7 +91,7 @@ func Export(ctx context.Context, bs BlockViewer, roots []cid.Cid, w io.Writer, o
 			return car.Put(ctx, c.KeyString(), b)
 		})
 		if err != nil {
-			return st, fmt.Errorf("export: %w", err)
+			return st, err
 		}
 		for i := len(links) - 1; i >= 0; i-- {
 			stack = append(stack, links[i])

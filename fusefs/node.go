@@ -246,3 +246,27 @@ const (
 	attrTimeout     = 10 * time.Second
 	negativeTimeout = time.Second
 )
+
+var _ fs.NodeAllocater = (*Node)(nil)
+
+// Allocate supports plain fallocate (the file grows, new bytes read as
+// zeros) and FALLOC_FL_KEEP_SIZE (nothing to do: the store has no
+// preallocation); punching holes and other modes are not supported.
+func (n *Node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	const keepSize = 1
+	switch mode {
+	case 0:
+		a, err := n.tree.Getattr(n.ino())
+		if err != nil {
+			return n.errno("fallocate", err)
+		}
+		if end := off + size; end > a.Size {
+			_, err = n.tree.Setattr(ctx, n.ino(), worktree.SetAttr{Size: &end})
+		}
+		return n.errno("fallocate", err)
+	case keepSize:
+		return 0
+	default:
+		return syscall.EOPNOTSUPP
+	}
+}

@@ -145,6 +145,9 @@ func blockKey(h mh.Multihash) []byte {
 
 // Has reports whether the block is stored.
 func (s *Badger) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	if c.Prefix().MhType == mh.IDENTITY {
+		return true, nil
+	}
 	return s.has(blockKey(c.Hash()))
 }
 
@@ -167,6 +170,13 @@ func (s *Badger) has(key []byte) (bool, error) {
 // slice points into Badger's mapping: it is valid only during fn and must
 // not be modified or retained.
 func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) error {
+	if c.Prefix().MhType == mh.IDENTITY { // the data is the CID itself
+		dec, err := mh.Decode(c.Hash())
+		if err != nil {
+			return fmt.Errorf("block %s: %w", c, err)
+		}
+		return fn(dec.Digest)
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(blockKey(c.Hash()))
 		if err != nil {

@@ -208,3 +208,33 @@ func BenchmarkView256K(b *testing.B) {
 		}
 	}
 }
+
+// Many small blocks fill Badger's transaction before the batch's own byte
+// limit: the batch must commit and re-queue without losing or mixing bytes.
+func TestBatchOfSmallBlocksOverflowsTransaction(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, Options{BatchBytes: 64 << 20})
+	var blocks []Block
+	b := s.NewBatch()
+	for i := range 30000 {
+		data := []byte(fmt.Sprintf("%0999d", i)) // 999 bytes: stored inside the LSM tree
+		blk := blockOf(cid.Raw, data)
+		blocks = append(blocks, blk)
+		if err := b.Put(ctx, blk.CID, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for _, blk := range blocks {
+		got, err := s.Get(ctx, blk.CID)
+		if err != nil || !bytes.Equal(got, blk.Data) {
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of %d blocks stored wrong", bad, len(blocks))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,17 +23,24 @@ type vlogPrealloc struct {
 
 	mu   sync.Mutex
 	done map[string]bool
+	last time.Time // of the last look at the directory
 }
 
 // check reserves space for value-log files not seen before. Failure only
 // costs speed (filesystems without fallocate), so it is ignored.
+// It looks at the directory at most every 100 ms: new files appear only
+// every ValueLogFileSize bytes.
 func (p *vlogPrealloc) check() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
 	files, err := filepath.Glob(filepath.Join(p.dir, "*.vlog"))
 	if err != nil {
 		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	for _, f := range files {
 		if p.done[f] {
 			continue

@@ -2,6 +2,7 @@ package unixfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"github.com/ipfs/go-unixfsnode/data/builder"
 	dagpb "github.com/ipld/go-codec-dagpb"
 	"github.com/ipld/go-ipld-prime"
+	"github.com/ipld/go-ipld-prime/datamodel"
 	cidlink "github.com/ipld/go-ipld-prime/linking/cid"
 	mh "github.com/multiformats/go-multihash"
 )
@@ -150,7 +152,7 @@ func ReadDir(ctx context.Context, bs BlockViewer, c cid.Cid) ([]DirEntry, error)
 		for _, l := range n.links {
 			out = append(out, DirEntry{Name: l.Name, CID: l.CID, Tsize: l.Tsize})
 		}
-	} else if err := readShard(ctx, bs, n, 0, &out); err != nil {
+	} else if err := readShard(ctx, bs, n, 0, map[cid.Cid]bool{c: true}, &out); err != nil {
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -175,7 +177,13 @@ func loadDir(ctx context.Context, bs BlockViewer, c cid.Cid) (*pbNode, error) {
 // most 64 levels.
 const maxShardDepth = 64
 
-func readShard(ctx context.Context, bs BlockViewer, n *pbNode, depth int, out *[]DirEntry) error {
+// maxDirEntries bounds what a listing may hold, against hostile DAGs.
+const maxDirEntries = 1 << 24
+
+// readShard lists a HAMT shard. A valid HAMT is a tree: a shard reached
+// twice (which would make a small DAG list exponentially many entries) is
+// malformed.
+func readShard(ctx context.Context, bs BlockViewer, n *pbNode, depth int, seen map[cid.Cid]bool, out *[]DirEntry) error {
 	if depth > maxShardDepth {
 		return fmt.Errorf("%w: HAMT deeper than %d levels", ErrMalformed, maxShardDepth)
 	}
@@ -191,6 +199,10 @@ func readShard(ctx context.Context, bs BlockViewer, n *pbNode, depth int, out *[
 		case len(l.Name) < pad:
 			return fmt.Errorf("%w: HAMT link name %q", ErrMalformed, l.Name)
 		case len(l.Name) == pad:
+			if seen[l.CID] {
+				return fmt.Errorf("%w: HAMT shard %s appears twice", ErrMalformed, l.CID)
+			}
+			seen[l.CID] = true
 			sub, err := loadPB(ctx, bs, l.CID)
 			if err != nil {
 				return err
@@ -198,10 +210,13 @@ func readShard(ctx context.Context, bs BlockViewer, n *pbNode, depth int, out *[
 			if sub.typ != data.Data_HAMTShard {
 				return fmt.Errorf("%w: HAMT child %s is not a shard", ErrMalformed, l.CID)
 			}
-			if err := readShard(ctx, bs, sub, depth+1, out); err != nil {
+			if err := readShard(ctx, bs, sub, depth+1, seen, out); err != nil {
 				return err
 			}
 		default:
+			if len(*out) >= maxDirEntries {
+				return fmt.Errorf("%w: directory has more than %d entries", ErrMalformed, maxDirEntries)
+			}
 			*out = append(*out, DirEntry{Name: l.Name[pad:], CID: l.CID, Tsize: l.Tsize})
 		}
 	}
@@ -257,8 +272,12 @@ func lookupShard(ctx context.Context, ls *ipld.LinkSystem, c cid.Cid, name strin
 		return cid.Undef, err
 	}
 	v, err := dir.LookupByString(name)
-	if err != nil {
+	var notExist datamodel.ErrNotExists
+	if errors.As(err, &notExist) {
 		return cid.Undef, fmt.Errorf("no such file or directory")
+	}
+	if err != nil {
+		return cid.Undef, err
 	}
 	l, err := v.AsLink()
 	if err != nil {

@@ -208,6 +208,7 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, workers int) (int64, er
 	type seg struct {
 		c    cid.Cid // raw leaf, or undefined for inline data
 		data []byte
+		size uint64 // what the parent declares
 		err  chan error
 	}
 	segs := make(chan *seg, 8*workers)
@@ -226,8 +227,8 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, workers int) (int64, er
 	go func() {
 		defer close(segs)
 		defer close(jobs)
-		walkErr = f.walk(ctx, f.root, func(c cid.Cid, data []byte) error {
-			s := &seg{c: c, data: data, err: make(chan error, 1)}
+		walkErr = f.walk(ctx, f.root, f.size, func(c cid.Cid, data []byte, size uint64) error {
+			s := &seg{c: c, data: data, size: size, err: make(chan error, 1)}
 			if c.Defined() {
 				select {
 				case jobs <- s:
@@ -259,9 +260,15 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, workers int) (int64, er
 			var n int
 			n, err = w.Write(s.data)
 			total += int64(n)
+			if err != nil {
+				cancel()
+			}
 			continue
 		}
 		err = f.viewVerified(ctx, s.c, func(b []byte) error {
+			if uint64(len(b)) != s.size {
+				return fmt.Errorf("%s: %w: leaf holds %d bytes, its parent says %d", s.c, ErrMalformed, len(b), s.size)
+			}
 			n, err := w.Write(b)
 			total += int64(n)
 			return err
@@ -280,25 +287,32 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, workers int) (int64, er
 	return total, err
 }
 
-// walk calls fn for each piece of content in order: a raw leaf by CID, or a
-// node's inline data.
-func (f *File) walk(ctx context.Context, c cid.Cid, fn func(c cid.Cid, data []byte) error) error {
+// walk calls fn for each piece of content in order: a raw leaf by CID with
+// the size its parent declares, or a node's inline data. Sizes are checked
+// against what the parents declare before anything is handed on, so a
+// malformed DAG cannot make a reader write more than the file's size.
+func (f *File) walk(ctx context.Context, c cid.Cid, want uint64, fn func(c cid.Cid, data []byte, size uint64) error) error {
 	if c.Prefix().Codec == cid.Raw {
-		return fn(c, nil)
+		return fn(c, nil, want)
 	}
 	n, err := f.node(ctx, c)
 	if err != nil {
 		return err
 	}
+	if n.size() != want {
+		return fmt.Errorf("%s: %w: node holds %d bytes, its parent says %d", c, ErrMalformed, n.size(), want)
+	}
 	if len(n.data) > 0 {
-		if err := fn(cid.Undef, n.data); err != nil {
+		if err := fn(cid.Undef, n.data, uint64(len(n.data))); err != nil {
 			return err
 		}
 	}
-	for _, l := range n.links {
-		if err := f.walk(ctx, l, fn); err != nil {
+	var start uint64
+	for i, l := range n.links {
+		if err := f.walk(ctx, l, n.ends[i]-start, fn); err != nil {
 			return err
 		}
+		start = n.ends[i]
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ type fileData struct {
 	size    uint64
 	dirty   []span // sorted, disjoint, non-adjacent
 	stage   *os.File
+	stream  *stream // a sequential write in progress, imported as it comes
 
 	atime, mtime, ctime int64
 	gen                 uint64 // bumped by every change of content
@@ -91,6 +92,15 @@ func (f *fileData) keepCache() bool {
 func (f *fileData) closeStage() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.stream != nil {
+		f.stream.finish()
+		f.stream = nil
+	}
+	f.dropStage()
+}
+
+// dropStage closes and removes the staging file. Called with mu held.
+func (f *fileData) dropStage() {
 	if f.stage != nil {
 		name := f.stage.Name()
 		f.stage.Close()
@@ -120,11 +130,14 @@ func (t *Tree) ReadAt(ctx context.Context, ino uint64, p []byte, off int64) (int
 	}
 	// Opening the base needs the write lock once; reads then share.
 	f.mu.RLock()
-	needBase := f.base == nil && f.baseCID.Defined()
+	needBase := f.stream != nil || f.base == nil && f.baseCID.Defined()
 	f.mu.RUnlock()
 	if needBase {
 		f.mu.Lock()
-		_, err := f.openBase(ctx, t.s)
+		err := t.endStream(ino, f)
+		if err == nil {
+			_, err = f.openBase(ctx, t.s)
+		}
 		f.mu.Unlock()
 		if err != nil {
 			return 0, err
@@ -186,6 +199,16 @@ func (t *Tree) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (in
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.stream != nil && uint64(off) == f.stream.end {
+		return f.streamWrite(p)
+	}
+	if err := t.endStream(ino, f); err != nil {
+		return 0, err
+	}
+	if off == 0 && f.size == 0 && f.baseLen == 0 && len(f.dirty) == 0 && len(p) >= streamMin {
+		f.stream = t.startStream(ctx)
+		return f.streamWrite(p)
+	}
 	if f.stage == nil {
 		st, err := os.OpenFile(filepath.Join(t.stage, strconv.FormatUint(ino, 10)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
@@ -207,6 +230,21 @@ func (t *Tree) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (in
 	return n, nil
 }
 
+// streamMin is the smallest first write that starts a streaming import;
+// smaller files go through the staging file.
+const streamMin = 64 << 10
+
+func (f *fileData) streamWrite(p []byte) (int, error) {
+	if err := f.stream.write(p); err != nil {
+		return 0, err
+	}
+	f.size = f.stream.end
+	now := time.Now().UnixNano()
+	f.mtime, f.ctime = now, now
+	f.gen++
+	return len(p), nil
+}
+
 // markDirty adds [off, end) to the dirty spans, merging neighbours.
 func (f *fileData) markDirty(off, end uint64) {
 	i := sort.Search(len(f.dirty), func(i int) bool { return f.dirty[i].end >= off })
@@ -221,9 +259,12 @@ func (f *fileData) markDirty(off, end uint64) {
 
 // truncate sets the size; bytes beyond a shrink are forgotten, a grow reads
 // as zeros.
-func (f *fileData) truncate(t *Tree, size uint64) error {
+func (f *fileData) truncate(t *Tree, ino, size uint64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := t.endStream(ino, f); err != nil {
+		return err
+	}
 	if size < f.size {
 		i := sort.Search(len(f.dirty), func(i int) bool { return f.dirty[i].end > size })
 		if i < len(f.dirty) && f.dirty[i].off < size {
@@ -278,6 +319,9 @@ func (t *Tree) Flush(ctx context.Context, ino uint64) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := t.endStream(ino, f); err != nil {
+		return err
+	}
 	if len(f.dirty) == 0 && f.size == f.baseLen && f.baseLen == f.baseSz {
 		return nil
 	}
@@ -296,11 +340,7 @@ func (t *Tree) Flush(ctx context.Context, ino uint64) error {
 	}
 	f.base, f.baseCID, f.baseTs, f.baseSz, f.baseLen = nil, n.CID, n.Tsize, n.Size, f.size
 	f.dirty = f.dirty[:0]
-	if f.stage != nil {
-		if err := f.stage.Truncate(0); err != nil {
-			return fmt.Errorf("staging: %w", err)
-		}
-	}
+	f.dropStage()
 	if n.Size != f.size {
 		return fmt.Errorf("worktree: flushed %d bytes of %d", n.Size, f.size)
 	}

@@ -682,7 +682,7 @@ func (t *Tree) Setattr(ctx context.Context, ino uint64, sa SetAttr) (Attr, error
 			}
 			return Attr{}, ErrInvalid
 		}
-		if err := in.f.truncate(t, *sa.Size); err != nil {
+		if err := in.f.truncate(t, ino, *sa.Size); err != nil {
 			return Attr{}, err
 		}
 	}

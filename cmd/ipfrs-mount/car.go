@@ -39,7 +39,7 @@ func (a *app) export(ctx context.Context, arg, out string, version int) error {
 	if _, _, err := parseCIDPath(arg); err != nil {
 		return err
 	}
-	r, err := a.openRepo()
+	r, err := a.openRepoReadOnly()
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func (a *app) export(ctx context.Context, arg, out string, version int) error {
 	_, err = carfile.Export(ctx, r.store, []cid.Cid{c}, tmp, carfile.ExportOptions{Version: version, Progress: prog.add})
 	prog.done()
 	if err != nil {
-		return notFound(arg, err)
+		return argErr(arg, err)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		return err

@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) 
 	cmds := commands()
 	global.Usage = func() { usage(stderr, global, cmds) }
 	if err := global.Parse(args); err != nil {
-		return usageError{err}
+		return err
 	}
 	if *help || global.NArg() == 0 {
 		usage(stderr, global, cmds)

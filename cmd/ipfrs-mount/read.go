@@ -10,6 +10,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/spf13/pflag"
 
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
 
@@ -30,7 +31,7 @@ func (a *app) cat(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	r, err := a.openRepo()
+	r, err := a.openRepoReadOnly()
 	if err != nil {
 		return err
 	}
@@ -42,10 +43,10 @@ func (a *app) cat(ctx context.Context, args []string) error {
 		}
 		f, err := unixfs.OpenFile(ctx, r.store, c)
 		if err != nil {
-			return notFound(arg, err)
+			return argErr(arg, err)
 		}
 		if _, err := f.WriteTo(ctx, a.stdout, runtime.GOMAXPROCS(0)); err != nil {
-			return fmt.Errorf("%s: %w", arg, notFound(arg, err))
+			return argErr(arg, err)
 		}
 	}
 	return nil
@@ -58,8 +59,11 @@ func (r *repo) resolve(ctx context.Context, arg string) (cid.Cid, error) {
 		return cid.Undef, err
 	}
 	c, err = unixfs.Resolve(ctx, r.store, c, p)
+	if errors.Is(err, store.ErrNotFound) {
+		return cid.Undef, argErr(arg, err)
+	}
 	if err != nil {
-		return cid.Undef, notFound(arg, err)
+		return cid.Undef, err // it names the path already
 	}
 	return c, nil
 }
@@ -85,7 +89,7 @@ func (a *app) ls(ctx context.Context, args []string, asJSON bool) error {
 	if len(args) == 0 {
 		return errors.New("no CID given")
 	}
-	r, err := a.openRepo()
+	r, err := a.openRepoReadOnly()
 	if err != nil {
 		return err
 	}
@@ -97,7 +101,7 @@ func (a *app) ls(ctx context.Context, args []string, asJSON bool) error {
 		}
 		info, err := unixfs.Stat(ctx, r.store, c)
 		if err != nil {
-			return notFound(arg, err)
+			return argErr(arg, err)
 		}
 		var out []lsEntry
 		if info.Kind != unixfs.KindDirectory {
@@ -105,12 +109,12 @@ func (a *app) ls(ctx context.Context, args []string, asJSON bool) error {
 		} else {
 			ents, err := unixfs.ReadDir(ctx, r.store, c)
 			if err != nil {
-				return notFound(arg, err)
+				return argErr(arg, err)
 			}
 			for _, e := range ents {
 				ci, err := unixfs.Stat(ctx, r.store, e.CID)
 				if err != nil {
-					return notFound(arg+"/"+e.Name, err)
+					return argErr(arg+"/"+e.Name, err)
 				}
 				out = append(out, lsEntry{Name: e.Name, CID: e.CID.String(), Type: ci.Kind.String(), Size: ci.Size})
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -35,8 +36,15 @@ func (a *app) repoDir() (string, error) {
 	return filepath.Join(home, ".ipfrs"), nil
 }
 
-// openRepo opens the repo, creating it on first use.
-func (a *app) openRepo() (*repo, error) {
+// openRepo opens the repo for writing, creating it on first use.
+func (a *app) openRepo() (*repo, error) { return a.open(false) }
+
+// openRepoReadOnly opens the repo for commands that only read: Badger then
+// neither replays nor truncates anything, so reading never changes the repo
+// (a read-write open cuts a damaged value-log tail away).
+func (a *app) openRepoReadOnly() (*repo, error) { return a.open(true) }
+
+func (a *app) open(readOnly bool) (*repo, error) {
 	dir, err := a.repoDir()
 	if err != nil {
 		return nil, err
@@ -44,7 +52,16 @@ func (a *app) openRepo() (*repo, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("repo: %w", err)
 	}
-	s, err := store.Open(filepath.Join(dir, "blocks"), store.Options{Logger: a.log})
+	blocks := filepath.Join(dir, "blocks")
+	if _, err := os.Stat(filepath.Join(blocks, "MANIFEST")); err != nil {
+		readOnly = false // a new repo: create it
+	}
+	s, err := store.Open(blocks, store.Options{Logger: a.log, ReadOnly: readOnly})
+	if readOnly && err != nil && strings.Contains(err.Error(), "truncate required") {
+		// The last writer stopped uncleanly; recovery needs a writable open.
+		a.log.Warn("repo was not closed cleanly; recovering it", "repo", dir)
+		s, err = store.Open(blocks, store.Options{Logger: a.log})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -106,10 +123,11 @@ func parseCIDPath(arg string) (cid.Cid, string, error) {
 	return c, rest, nil
 }
 
-// notFound rewrites a store miss as a message about the user's argument.
-func notFound(arg string, err error) error {
+// argErr names the user's argument in an error, and says so when a block
+// is simply not in the repo.
+func argErr(arg string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%s: %w (not in this repo)", arg, err)
 	}
-	return err
+	return fmt.Errorf("%s: %w", arg, err)
 }

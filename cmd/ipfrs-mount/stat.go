@@ -30,7 +30,7 @@ type repoStat struct {
 }
 
 func (a *app) stat(ctx context.Context, asJSON bool) error {
-	r, err := a.openRepo()
+	r, err := a.openRepoReadOnly()
 	if err != nil {
 		return err
 	}

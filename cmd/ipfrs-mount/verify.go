@@ -18,7 +18,7 @@ func verifyCommand() *command {
 }
 
 func (a *app) verify(ctx context.Context) error {
-	r, err := a.openRepo()
+	r, err := a.openRepoReadOnly()
 	if err != nil {
 		return err
 	}
