@@ -62,7 +62,9 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 	}
 	// Check every argument before storing anything.
 	var total int64
-	for _, p := range paths {
+	for i, p := range paths {
+		paths[i] = a.abs(p)
+		p = paths[i]
 		fi, err := os.Lstat(p)
 		if err != nil {
 			return err

@@ -27,7 +27,7 @@ func exportCommand() *command {
 			if fs.NArg() != 1 || out == "" {
 				return errors.New("want exactly one CID and -o FILE.car")
 			}
-			return a.export(ctx, fs.Arg(0), out, version)
+			return a.export(ctx, fs.Arg(0), a.abs(out), version)
 		},
 	}
 }
@@ -86,8 +86,9 @@ func (a *app) importCARs(ctx context.Context, files []string) error {
 		return errors.New("no CAR file given")
 	}
 	var total int64
-	for _, f := range files {
-		fi, err := os.Stat(f)
+	for i, f := range files {
+		files[i] = a.abs(f)
+		fi, err := os.Stat(files[i])
 		if err != nil {
 			return err
 		}

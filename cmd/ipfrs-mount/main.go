@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 )
 
 // command is one subcommand.
@@ -27,10 +28,18 @@ type command struct {
 
 // app holds what every command shares: where the repo is and where output goes.
 type app struct {
+	env
 	repoPath string
-	stdout   io.Writer
-	stderr   *os.File
 	log      *slog.Logger
+}
+
+// env is where a command runs: the terminal of a local process, or a
+// control-socket client served by the mount daemon.
+type env struct {
+	stdout, stderr io.Writer
+	tty            bool   // stderr is a terminal: show progress bars
+	cwd            string // relative paths are relative to this
+	shared         *repo  // the daemon's open repo, when served over the socket
 }
 
 func commands() []*command {
@@ -41,34 +50,53 @@ func commands() []*command {
 }
 
 func main() {
-	if p := os.Getenv("IPFRS_CPUPROFILE"); p != "" {
-		f, _ := os.Create(p)
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
+	if p := os.Getenv("IPFRS_CPUPROFILE"); p != "" { // for profiling a command
+		if f, err := os.Create(p); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	cwd, _ := os.Getwd()
+	err := run(ctx, os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr,
+		tty: term.IsTerminal(int(os.Stderr.Fd())), cwd: cwd})
 	stop()
-	if err != nil {
-		var u usageError
-		if !errors.As(err, &u) {
-			fmt.Fprintf(os.Stderr, "ipfrs-mount: %s\n", oneLine(err))
-		}
+	if code := report(os.Stderr, err); code != 0 {
 		pprof.StopCPUProfile()
-		os.Exit(1)
+		os.Exit(code)
 	}
 }
 
 // usageError has already been reported with the usage text.
 type usageError struct{ error }
 
+// report prints err as one line and returns the exit status.
+func report(w io.Writer, err error) int {
+	var exit exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exit):
+		return int(exit)
+	case !errors.As(err, new(usageError)):
+		fmt.Fprintf(w, "ipfrs-mount: %s\n", oneLine(err))
+	}
+	return 1
+}
+
+// exitError carries the exit status of a command run by the daemon, whose
+// messages were already printed.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
 func oneLine(err error) string {
 	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 }
 
-func run(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) error {
-	a := &app{stdout: stdout, stderr: stderr,
-		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+func run(ctx context.Context, args []string, e env) error {
+	stderr := e.stderr
+	a := &app{env: e, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	global := pflag.NewFlagSet("ipfrs-mount", pflag.ContinueOnError)
 	global.SetInterspersed(false)
 	global.SetOutput(stderr)
@@ -105,6 +133,14 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) 
 				return nil
 			}
 			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		if c.name != "mount" && a.shared == nil {
+			// While the repo is mounted, the daemon holds it: ask the daemon.
+			if dir, err := a.repoDir(); err == nil {
+				if done, err := forward(ctx, dir, global.Args(), a.env); done {
+					return err
+				}
+			}
 		}
 		if err := c.run(ctx, a, fs); err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)

@@ -71,6 +71,13 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		tree.Close(context.Background())
 		return err
 	}
+	stopControl, err := serveControl(ctx, &repo{path: r.path, store: r.store, shared: true}, a.log)
+	if err != nil {
+		server.Unmount()
+		tree.Close(context.Background())
+		return err
+	}
+	defer stopControl()
 	fmt.Fprintf(a.stderr, "ipfrs-mount: mounted %s at %s\n", r.path, mnt)
 	go func() {
 		<-ctx.Done()

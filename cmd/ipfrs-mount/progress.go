@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 )
 
 // progress is a byte-count progress bar on stderr, shown only when stderr is
@@ -13,7 +12,7 @@ import (
 type progress struct{ bar *progressbar.ProgressBar }
 
 func (a *app) newProgress(total int64, what string) *progress {
-	if !term.IsTerminal(int(a.stderr.Fd())) {
+	if !a.tty {
 		return &progress{}
 	}
 	return &progress{bar: progressbar.NewOptions64(total,

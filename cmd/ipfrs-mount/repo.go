@@ -17,8 +17,9 @@ import (
 
 // repo is an opened repository: for now its block store.
 type repo struct {
-	path  string
-	store *store.Badger
+	path   string
+	store  *store.Badger
+	shared bool // owned by the mount daemon: close does nothing
 }
 
 // repoDir resolves the repo directory: --repo, then $IPFRS_PATH, then ~/.ipfrs.
@@ -45,6 +46,9 @@ func (a *app) openRepo() (*repo, error) { return a.open(false) }
 func (a *app) openRepoReadOnly() (*repo, error) { return a.open(true) }
 
 func (a *app) open(readOnly bool) (*repo, error) {
+	if a.shared != nil {
+		return a.shared, nil
+	}
 	dir, err := a.repoDir()
 	if err != nil {
 		return nil, err
@@ -68,7 +72,20 @@ func (a *app) open(readOnly bool) (*repo, error) {
 	return &repo{path: dir, store: s}, nil
 }
 
-func (r *repo) close() error { return r.store.Close() }
+func (r *repo) close() error {
+	if r.shared {
+		return nil
+	}
+	return r.store.Close()
+}
+
+// abs resolves a path given by the user against their working directory.
+func (a *app) abs(p string) string {
+	if filepath.IsAbs(p) || a.cwd == "" {
+		return p
+	}
+	return filepath.Join(a.cwd, p)
+}
 
 // rootRecord notes content added to the repo, so that stat can tell the
 // logical size of what the repo holds. (Pins, a later feature, will make
