@@ -42,7 +42,14 @@ type result struct {
 // ipfrs runs the binary against repo.
 func ipfrs(t *testing.T, repo string, args ...string) result {
 	t.Helper()
+	return ipfrsIn(t, "", repo, args...)
+}
+
+// ipfrsIn runs the binary against repo in the working directory dir.
+func ipfrsIn(t *testing.T, dir, repo string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(binary, append([]string{"--repo", repo}, args...)...)
+	cmd.Dir = dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
