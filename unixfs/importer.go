@@ -36,7 +36,26 @@ func (im *Importer) ImportReader(ctx context.Context, r io.Reader) (Node, error)
 	if err != nil {
 		return Node{}, err
 	}
-	return im.run(ctx, sp)
+	return im.run(ctx, sp, nil, 0, nil)
+}
+
+// Resume builds a file whose first bytes are the leaves prefix (already
+// stored) and whose remainder is read from r. After each new chunk, resync
+// is asked whether the rest of the file is known already: given the byte
+// offset where the chunk ends, it returns the stored leaves that make up
+// everything from there, or nil. With content-defined chunking a cut at an
+// old chunk boundary after the last change reproduces the old cuts, so an
+// edit in a large file re-chunks and re-hashes only the region around it.
+func (im *Importer) Resume(ctx context.Context, prefix []Node, r io.Reader, resync func(end uint64) []Node) (Node, error) {
+	sp, err := im.Layout.Chunker.New(r)
+	if err != nil {
+		return Node{}, err
+	}
+	var off uint64
+	for _, l := range prefix {
+		off += l.Size
+	}
+	return im.run(ctx, sp, prefix, off, resync)
 }
 
 type leafJob struct {
@@ -45,10 +64,11 @@ type leafJob struct {
 	done chan struct{}
 }
 
-func (im *Importer) run(ctx context.Context, sp chunker.Splitter) (Node, error) {
+func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node, off uint64, resync func(uint64) []Node) (Node, error) {
 	if im.Layout.MaxLinks < 2 {
 		return Node{}, fmt.Errorf("unixfs: layout needs at least 2 links per node")
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	workers := im.Workers
@@ -109,11 +129,17 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter) (Node, error) 
 			}
 		}
 	}()
-	fb := newFileBuilder(ctx, im.Put, im.Layout.MaxLinks)
+	fb := newFileBuilder(parent, im.Put, im.Layout.MaxLinks) // outlives the reading
 	var putErr error
+	for _, l := range prefix {
+		if putErr == nil {
+			putErr = fb.addLeaf(l)
+		}
+	}
+	synced := false
 	for j := range orderq {
 		<-j.done
-		if putErr != nil {
+		if putErr != nil || synced {
 			continue
 		}
 		n := uint64(len(j.data))
@@ -127,12 +153,28 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter) (Node, error) 
 		if err := fb.addLeaf(Node{CID: j.cid, Size: n, Tsize: n}); err != nil {
 			putErr = err
 			cancel()
+			continue
+		}
+		off += n
+		if resync == nil {
+			continue
+		}
+		if rest := resync(off); rest != nil {
+			for _, l := range rest {
+				if putErr == nil {
+					putErr = fb.addLeaf(l)
+				}
+			}
+			synced = true
+			cancel() // the rest of the input is not needed
 		}
 	}
 	wg.Wait()
 	switch {
 	case putErr != nil:
 		return Node{}, putErr
+	case synced:
+		return fb.finish()
 	case readErr != nil:
 		return Node{}, fmt.Errorf("read: %w", readErr)
 	case ctx.Err() != nil:

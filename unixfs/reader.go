@@ -316,3 +316,18 @@ func (f *File) walk(ctx context.Context, c cid.Cid, want uint64, fn func(c cid.C
 	}
 	return nil
 }
+
+// Leaves lists the file's raw leaves in order. It fails for DAGs that keep
+// data inside dag-pb nodes (old CIDv0 imports); callers then fall back to
+// reading the content.
+func (f *File) Leaves(ctx context.Context) ([]Node, error) {
+	var out []Node
+	err := f.walk(ctx, f.root, f.size, func(c cid.Cid, data []byte, size uint64) error {
+		if !c.Defined() {
+			return fmt.Errorf("%s: %w: data inside a dag-pb node", f.root, ErrUnsupported)
+		}
+		out = append(out, Node{CID: c, Size: size, Tsize: size})
+		return nil
+	})
+	return out, err
+}

@@ -329,8 +329,7 @@ func (t *Tree) Flush(ctx context.Context, ino uint64) error {
 		return err
 	}
 	batch := t.s.NewBatch()
-	im := &unixfs.Importer{Put: batch, Layout: t.layout}
-	n, err := im.ImportReader(ctx, &fileReader{ctx: ctx, f: f})
+	n, err := t.importContent(ctx, f, &unixfs.Importer{Put: batch, Layout: t.layout})
 	if err != nil {
 		batch.Cancel()
 		return err
@@ -346,6 +345,52 @@ func (t *Tree) Flush(ctx context.Context, ino uint64) error {
 	}
 	t.pub.queue(ino, published{cid: n.CID, size: n.Size, tsize: n.Tsize})
 	return nil
+}
+
+// importContent builds the DAG of the file's current content. When the base
+// lists its leaves, the leaves before the first change are kept as they are
+// and chunking resumes at the leaf boundary before it; once a new cut lands
+// on an old boundary after the last change (and the length is unchanged),
+// the old leaves finish the file. A write into a large file thus re-reads
+// and re-hashes about the edited region, not the whole file. Called with
+// f.mu held.
+func (t *Tree) importContent(ctx context.Context, f *fileData, im *unixfs.Importer) (unixfs.Node, error) {
+	if f.base == nil || f.baseLen == 0 {
+		return im.ImportReader(ctx, &fileReader{ctx: ctx, f: f})
+	}
+	leaves, err := f.base.Leaves(ctx)
+	if err != nil {
+		return im.ImportReader(ctx, &fileReader{ctx: ctx, f: f})
+	}
+	first, last := f.baseLen, f.baseLen // unchanged before first, after last
+	if len(f.dirty) > 0 {
+		first, last = min(first, f.dirty[0].off), f.dirty[len(f.dirty)-1].end
+	}
+	var prefix []unixfs.Node
+	var off uint64
+	for _, l := range leaves {
+		if off+l.Size > first {
+			break
+		}
+		prefix = append(prefix, l)
+		off += l.Size
+	}
+	var resync func(uint64) []unixfs.Node
+	if f.size == f.baseLen && f.baseLen == f.baseSz {
+		starts := make(map[uint64]int, len(leaves))
+		var o uint64
+		for i, l := range leaves {
+			starts[o] = i
+			o += l.Size
+		}
+		resync = func(end uint64) []unixfs.Node {
+			if i, ok := starts[end]; ok && end >= last {
+				return leaves[i:]
+			}
+			return nil
+		}
+	}
+	return im.Resume(ctx, prefix, &fileReader{ctx: ctx, f: f, off: off}, resync)
 }
 
 // fileReader reads a file's current content sequentially, for Flush (which
