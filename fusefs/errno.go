@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"syscall"
@@ -39,6 +40,9 @@ func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		return errno
+	}
+	if errors.Is(err, context.Canceled) {
+		return syscall.EINTR // the kernel interrupted the request; callers retry
 	}
 	log.Error("I/O error", "op", op, "err", err)
 	return syscall.EIO

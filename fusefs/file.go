@@ -61,17 +61,22 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 // Flush runs at every close(2): the written bytes become a DAG here, where
 // an error can still reach the program.
+//
+// Flush and fsync run to completion even when the kernel interrupts the
+// request (Go programs are interrupted by runtime preemption signals): an
+// interrupted fsync would otherwise report a false error.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	return toErrno(h.log, "flush", h.tree.Flush(ctx, h.ino))
+	return toErrno(h.log, "flush", h.tree.Flush(context.WithoutCancel(ctx), h.ino))
 }
 
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return toErrno(h.log, "fsync", h.tree.Fsync(ctx, h.ino))
+	return toErrno(h.log, "fsync", h.tree.Fsync(context.WithoutCancel(ctx), h.ino))
 }
 
 // Release follows the last close or munmap; writes through a shared mapping
 // may arrive after Flush, so flush again.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	ctx = context.WithoutCancel(ctx)
 	err := h.tree.Flush(ctx, h.ino)
 	if err != nil {
 		h.log.Error("flush on release", "ino", h.ino, "err", err)

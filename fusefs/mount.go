@@ -30,6 +30,17 @@ func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	root := &Node{tree: tree, log: o.Logger}
+	return MountNode(mountpoint, root, o)
+}
+
+// MountNode mounts any go-fuse node tree with the options the working tree
+// uses; benchmarks mount their in-memory baseline through it, so that both
+// sides of a comparison run with the same settings.
+func MountNode(mountpoint string, root fs.InodeEmbedder, o MountOptions) (*fuse.Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	entry, attr, neg := entryTimeout, attrTimeout, negativeTimeout
 	opts := &fs.Options{
 		EntryTimeout:    &entry,
@@ -50,7 +61,6 @@ func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server
 			Debug:                o.Debug,
 		},
 	}
-	root := &Node{tree: tree, log: o.Logger}
 	server, err := fs.Mount(mountpoint, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)

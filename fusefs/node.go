@@ -189,6 +189,7 @@ func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (n *Node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	ctx = context.WithoutCancel(ctx) // see handle.Fsync
 	if n.IsDir() {
 		return n.errno("fsyncdir", n.tree.Sync(ctx))
 	}
