@@ -110,6 +110,15 @@ func (s Spec) String() string {
 	return fmt.Sprintf("fastcdc-%d-%d-%d", s.Min, s.Avg, s.Max)
 }
 
+// OneChunk reports whether a stream of n bytes is always cut into at most
+// one chunk, so that it can be stored without running the splitter.
+func (s Spec) OneChunk(n uint64) bool {
+	if s.Kind == Fixed {
+		return n <= uint64(s.Max)
+	}
+	return n <= uint64(s.Min) // FastCDC never cuts before Min
+}
+
 // Splitter yields consecutive chunks of a stream. The returned slice is
 // valid until the next call; io.EOF ends the stream (an empty stream yields
 // no chunk).

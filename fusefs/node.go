@@ -271,3 +271,11 @@ func (n *Node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 		return syscall.EOPNOTSUPP
 	}
 }
+
+var _ fs.NodeMknoder = (*Node)(nil)
+
+// Mknod refuses named pipes, sockets and devices: UnixFS cannot represent
+// them, so they could not be part of the tree's DAG.
+func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return nil, syscall.ENOTSUP
+}

@@ -39,6 +39,21 @@ func (im *Importer) ImportReader(ctx context.Context, r io.Reader) (Node, error)
 	return im.run(ctx, sp, nil, 0, nil)
 }
 
+// ImportChunk stores content that fits one leaf (see chunker.Spec.OneChunk)
+// without the pipeline: small files are common and the splitter's buffer
+// alone would cost more than hashing them.
+func (im *Importer) ImportChunk(ctx context.Context, data []byte) (Node, error) {
+	if !im.Layout.Chunker.OneChunk(uint64(len(data))) {
+		return Node{}, fmt.Errorf("unixfs: %d bytes do not fit one chunk of %s", len(data), im.Layout.Chunker)
+	}
+	c := sha256CID(cid.Raw, data)
+	if err := im.Put.Put(ctx, c, data); err != nil {
+		return Node{}, err
+	}
+	n := uint64(len(data))
+	return Node{CID: c, Size: n, Tsize: n}, nil
+}
+
 // Resume builds a file whose first bytes are the leaves prefix (already
 // stored) and whose remainder is read from r. After each new chunk, resync
 // is asked whether the rest of the file is known already: given the byte

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -31,7 +28,7 @@ type fileData struct {
 	baseLen uint64       // bytes of base still in the file
 	size    uint64
 	dirty   []span // sorted, disjoint, non-adjacent
-	stage   *os.File
+	stage   stage
 	stream  *stream // a sequential write in progress, imported as it comes
 
 	atime, mtime, ctime int64
@@ -102,9 +99,7 @@ func (f *fileData) closeStage() {
 // dropStage closes and removes the staging file. Called with mu held.
 func (f *fileData) dropStage() {
 	if f.stage != nil {
-		name := f.stage.Name()
 		f.stage.Close()
-		os.Remove(name)
 		f.stage = nil
 	}
 }
@@ -209,13 +204,11 @@ func (t *Tree) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (in
 		f.stream = t.startStream(ctx)
 		return f.streamWrite(p)
 	}
-	if f.stage == nil {
-		st, err := os.OpenFile(filepath.Join(t.stage, strconv.FormatUint(ino, 10)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return 0, fmt.Errorf("staging: %w", err)
-		}
-		f.stage = st
+	st, err := t.stageFor(ino, f.stage, uint64(off)+uint64(len(p)))
+	if err != nil {
+		return 0, err
 	}
+	f.stage = st
 	n, err := f.stage.WriteAt(p, off)
 	if n > 0 {
 		f.markDirty(uint64(off), uint64(off)+uint64(n))
@@ -355,6 +348,13 @@ func (t *Tree) Flush(ctx context.Context, ino uint64) error {
 // and re-hashes about the edited region, not the whole file. Called with
 // f.mu held.
 func (t *Tree) importContent(ctx context.Context, f *fileData, im *unixfs.Importer) (unixfs.Node, error) {
+	if t.layout.Chunker.OneChunk(f.size) {
+		buf := make([]byte, f.size)
+		if _, err := f.readLocked(ctx, buf, 0); err != nil && !errors.Is(err, io.EOF) {
+			return unixfs.Node{}, err
+		}
+		return im.ImportChunk(ctx, buf)
+	}
 	if f.base == nil || f.baseLen == 0 {
 		return im.ImportReader(ctx, &fileReader{ctx: ctx, f: f})
 	}
