@@ -547,28 +547,14 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 		return ErrNotExist
 	}
 	// A directory may not move below itself.
-	if sin.rec.isDir() {
-		for a := newParent; ; a = t.inodes[a].parent {
-			if a == src {
-				return ErrInvalid
-			}
-			if a == RootIno {
-				break
-			}
-		}
+	if sin.rec.isDir() && t.isAncestorLocked(src, newParent) {
+		return ErrInvalid
 	}
 	var din *inode
 	if exists {
 		din = t.inodes[dst]
-		if flags&RenameExchange != 0 && din.rec.isDir() {
-			for a := parent; ; a = t.inodes[a].parent {
-				if a == dst {
-					return ErrInvalid
-				}
-				if a == RootIno {
-					break
-				}
-			}
+		if flags&RenameExchange != 0 && din.rec.isDir() && t.isAncestorLocked(dst, parent) {
+			return ErrInvalid
 		}
 		if flags&RenameExchange == 0 {
 			switch {
@@ -656,6 +642,18 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 		sin.parent = newParent
 	}
 	return nil
+}
+
+// isAncestorLocked reports whether directory a is d or one of its ancestors.
+func (t *Tree) isAncestorLocked(a, d uint64) bool {
+	for ; ; d = t.inodes[d].parent {
+		if d == a {
+			return true
+		}
+		if d == RootIno {
+			return false
+		}
+	}
 }
 
 // SetAttr lists the attributes to change; nil fields stay.
