@@ -277,8 +277,13 @@ func (s *Badger) AllKeys(ctx context.Context, fn func(KeyInfo) error) error {
 	})
 }
 
+// ErrUnreadable marks a stored block whose bytes could not be read back.
+var ErrUnreadable = errors.New("block unreadable")
+
 // AllBlocks calls fn with every stored block's bytes (valid only during fn).
-func (s *Badger) AllBlocks(ctx context.Context, fn func(c cid.Cid, data []byte) error) error {
+// A block whose value cannot be read (Badger then logs and yields nothing)
+// comes with readErr ErrUnreadable instead of failing the walk.
+func (s *Badger) AllBlocks(ctx context.Context, fn func(c cid.Cid, data []byte, readErr error) error) error {
 	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(blockPrefix)})
 		defer it.Close()
@@ -291,7 +296,13 @@ func (s *Badger) AllBlocks(ctx context.Context, fn func(c cid.Cid, data []byte) 
 			if err != nil {
 				return err
 			}
-			if err := viewItem(item, func(b []byte) error { return fn(c, b) }); err != nil {
+			err = viewItem(item, func(b []byte) error {
+				if len(b) == 0 && item.ValueSize() > 16 {
+					return fn(c, nil, fmt.Errorf("%s: %w", c, ErrUnreadable))
+				}
+				return fn(c, b, nil)
+			})
+			if err != nil {
 				return err
 			}
 		}

@@ -132,7 +132,7 @@ func TestIterationKeepsCodec(t *testing.T) {
 	for _, b := range []Block{blockOf(cid.Raw, []byte("leaf")), blockOf(cid.DagProtobuf, []byte("node")), blockOf(cid.DagCBOR, []byte("commit"))} {
 		want[b.CID.String()] = true
 	}
-	err := s.AllBlocks(ctx, func(c cid.Cid, data []byte) error {
+	err := s.AllBlocks(ctx, func(c cid.Cid, data []byte, readErr error) error {
 		if !want[c.String()] {
 			return fmt.Errorf("unexpected %s", c)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/carfile"
+	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
 
 func exportCommand() *command {
@@ -112,7 +113,12 @@ func (a *app) importCARs(ctx context.Context, files []string) error {
 			return err
 		}
 		for _, root := range roots {
+			// A file root's logical size is its content; other DAGs count
+			// their share of the CAR's blocks.
 			rec := rootRecord{Name: f, Size: uint64(st.Bytes) / uint64(len(roots)), Added: time.Now().UTC()}
+			if info, err := unixfs.Stat(ctx, r.store, root); err == nil && info.Kind == unixfs.KindFile {
+				rec.Size = info.Size
+			}
 			if err := r.recordRoot(ctx, root, rec); err != nil {
 				return err
 			}

@@ -29,10 +29,14 @@ func (a *app) verify(ctx context.Context) error {
 	}
 	prog := a.newProgress(st.BlockBytes, "verifying")
 	var n, bad int
-	err = r.store.AllBlocks(ctx, func(c cid.Cid, data []byte) error {
+	err = r.store.AllBlocks(ctx, func(c cid.Cid, data []byte, readErr error) error {
 		n++
 		prog.add(len(data))
-		if unixfs.CheckHash(c, data) != nil {
+		switch {
+		case readErr != nil:
+			bad++
+			fmt.Fprintf(a.stdout, "unreadable %s\n", c)
+		case unixfs.CheckHash(c, data) != nil:
 			bad++
 			fmt.Fprintf(a.stdout, "corrupt %s\n", c)
 		}
