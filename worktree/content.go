@@ -192,6 +192,7 @@ func (t *Tree) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (in
 	if off < 0 {
 		return 0, ErrInvalid
 	}
+	t.written(ino)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stream != nil && uint64(off) == f.stream.end {
@@ -253,6 +254,7 @@ func (f *fileData) markDirty(off, end uint64) {
 // truncate sets the size; bytes beyond a shrink are forgotten, a grow reads
 // as zeros.
 func (f *fileData) truncate(t *Tree, ino, size uint64) error {
+	t.written(ino)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := t.endStream(ino, f); err != nil {
@@ -337,6 +339,7 @@ func (t *Tree) Flush(ctx context.Context, ino uint64) error {
 		return fmt.Errorf("worktree: flushed %d bytes of %d", n.Size, f.size)
 	}
 	t.pub.queue(ino, published{cid: n.CID, size: n.Size, tsize: n.Tsize})
+	t.contentChanged(ino)
 	return nil
 }
 

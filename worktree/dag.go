@@ -3,7 +3,6 @@ package worktree
 import (
 	"context"
 	"fmt"
-	"io"
 	"sort"
 
 	"github.com/ipfs/go-cid"
@@ -23,15 +22,29 @@ func (t *Tree) CID(ctx context.Context, ino uint64) (cid.Cid, error) {
 	return n.CID, err
 }
 
-// Node builds (or reads) the DAG of ino. Files are flushed first; directory
-// nodes are rebuilt from their entries (blocks already stored are skipped by
-// the store), so the cost follows the size of the subtree.
+// Node returns the DAG of ino. Files are flushed first. Directory nodes are
+// cached and rebuilt only along the paths of what changed since the last
+// call, so after one change the cost follows the depth of the tree, not its
+// size.
 func (t *Tree) Node(ctx context.Context, ino uint64) (unixfs.Node, error) {
 	if err := t.FlushAll(ctx); err != nil {
 		return unixfs.Node{}, err
 	}
+	t.changedMu.Lock()
+	changed := t.changed
+	t.changed = map[uint64]struct{}{}
+	t.changedMu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range changed {
+		if in := t.inodes[c]; in != nil {
+			for p := range in.parents {
+				t.invalidateLocked(p)
+			}
+		}
+	}
 	batch := t.s.NewBatch()
-	n, err := t.node(ctx, batch, ino, 0)
+	n, err := t.nodeLocked(ctx, batch, ino, 0)
 	if err != nil {
 		batch.Cancel()
 		return unixfs.Node{}, err
@@ -42,54 +55,50 @@ func (t *Tree) Node(ctx context.Context, ino uint64) (unixfs.Node, error) {
 // maxDepth bounds directory nesting (and so the recursion below).
 const maxDepth = 4096
 
-func (t *Tree) node(ctx context.Context, put *store.Batch, ino uint64, depth int) (unixfs.Node, error) {
+func (t *Tree) nodeLocked(ctx context.Context, put *store.Batch, ino uint64, depth int) (unixfs.Node, error) {
 	if depth > maxDepth {
 		return unixfs.Node{}, fmt.Errorf("worktree: directories nested deeper than %d", maxDepth)
 	}
-	t.mu.Lock()
 	in, err := t.get(ino)
 	if err != nil {
-		t.mu.Unlock()
 		return unixfs.Node{}, err
 	}
-	r := in.rec
-	type child struct {
-		name string
-		ino  uint64
-	}
-	var children []child
-	for name, c := range in.children {
-		children = append(children, child{name, c})
-	}
-	f := in.f
-	t.mu.Unlock()
 	switch {
-	case f != nil:
+	case in.f != nil:
+		f := in.f
 		f.mu.RLock()
 		defer f.mu.RUnlock()
 		if f.baseCID.Defined() {
 			return unixfs.Node{CID: f.baseCID, Size: f.baseSz, Tsize: f.baseTs}, nil
 		}
 		// Empty content: the empty raw block.
-		return (&unixfs.Importer{Put: put, Layout: t.layout}).ImportReader(ctx, eofReader{})
-	case r.isSymlink():
-		return unixfs.BuildSymlink(ctx, put, r.Target)
-	case r.isDir():
-		sort.Slice(children, func(i, j int) bool { return children[i].name < children[j].name })
-		entries := make([]unixfs.Entry, 0, len(children))
-		for _, c := range children {
-			n, err := t.node(ctx, put, c.ino, depth+1)
+		return (&unixfs.Importer{Put: put, Layout: t.layout}).ImportChunk(ctx, nil)
+	case in.rec.isSymlink():
+		return unixfs.BuildSymlink(ctx, put, in.rec.Target)
+	case in.rec.isDir():
+		if in.dirNode != nil {
+			return *in.dirNode, nil
+		}
+		names := make([]string, 0, len(in.children))
+		for name := range in.children {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		entries := make([]unixfs.Entry, 0, len(names))
+		for _, name := range names {
+			n, err := t.nodeLocked(ctx, put, in.children[name], depth+1)
 			if err != nil {
 				return unixfs.Node{}, err
 			}
-			entries = append(entries, unixfs.Entry{Name: c.name, Node: n})
+			entries = append(entries, unixfs.Entry{Name: name, Node: n})
 		}
-		return t.layout.BuildDirectory(ctx, put, entries)
+		n, err := t.layout.BuildDirectory(ctx, put, entries)
+		if err != nil {
+			return unixfs.Node{}, err
+		}
+		in.dirNode = &n
+		return n, nil
 	default:
 		return unixfs.Node{}, fmt.Errorf("inode %d: %w", ino, ErrNotSupported)
 	}
 }
-
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

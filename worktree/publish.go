@@ -2,6 +2,7 @@ package worktree
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -135,18 +136,24 @@ func (t *Tree) Sync(ctx context.Context) error {
 
 // FlushAll flushes every file with unflushed writes.
 func (t *Tree) FlushAll(ctx context.Context) error {
-	t.mu.Lock()
-	var inos []uint64
-	for ino, in := range t.inodes {
-		if in.f != nil {
-			inos = append(inos, ino)
-		}
+	t.changedMu.Lock()
+	inos := make([]uint64, 0, len(t.unflushed))
+	for ino := range t.unflushed {
+		inos = append(inos, ino)
 	}
-	t.mu.Unlock()
+	clear(t.unflushed)
+	t.changedMu.Unlock()
 	var first error
 	for _, ino := range inos {
-		if err := t.Flush(ctx, ino); err != nil && first == nil {
-			first = err
+		err := t.Flush(ctx, ino)
+		if errors.Is(err, ErrNotExist) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			t.written(ino) // try again next time
+			if first == nil {
+				first = err
+			}
 		}
 	}
 	return first

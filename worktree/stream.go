@@ -73,6 +73,7 @@ func (t *Tree) endStream(ino uint64, f *fileData) error {
 	}
 	f.base, f.baseCID, f.baseTs, f.baseSz, f.baseLen = nil, n.CID, n.Tsize, n.Size, n.Size
 	t.pub.queue(ino, published{cid: n.CID, size: n.Size, tsize: n.Tsize})
+	t.contentChanged(ino)
 	return nil
 }
 

@@ -43,12 +43,21 @@ type Tree struct {
 	nextIno uint64
 
 	pub publisher
+
+	// changed tracks files whose content changed (their directories' DAG
+	// nodes must be rebuilt) and files with unflushed writes, so that
+	// computing the root costs the number of changes, not the tree size.
+	changedMu sync.Mutex
+	changed   map[uint64]struct{}
+	unflushed map[uint64]struct{}
 }
 
 type inode struct {
 	rec      record
 	children map[string]uint64 // directories
 	parent   uint64            // directories: the one parent
+	parents  map[uint64]int    // non-directories: names per parent directory
+	dirNode  *unixfs.Node      // directories: cached DAG node, nil when changed
 	opens    int
 	f        *fileData // regular files
 }
@@ -87,7 +96,8 @@ func Open(ctx context.Context, s *store.Badger, o Options) (*Tree, error) {
 	if err := os.MkdirAll(o.StagingDir, 0o700); err != nil {
 		return nil, fmt.Errorf("worktree: %w", err)
 	}
-	t := &Tree{s: s, layout: o.Layout, stage: o.StagingDir, log: o.Logger, inodes: map[uint64]*inode{}, nextIno: RootIno + 1}
+	t := &Tree{s: s, layout: o.Layout, stage: o.StagingDir, log: o.Logger, inodes: map[uint64]*inode{}, nextIno: RootIno + 1,
+		changed: map[uint64]struct{}{}, unflushed: map[uint64]struct{}{}}
 	if err := t.load(ctx); err != nil {
 		return nil, err
 	}
@@ -126,7 +136,7 @@ func (t *Tree) load(ctx context.Context) error {
 			stale = append(stale, key)
 			return nil
 		}
-		p.children[name] = child
+		t.setChildLocked(p, name, child)
 		if c.rec.isDir() {
 			c.parent = parent
 		}
@@ -397,7 +407,7 @@ func (t *Tree) Create(ctx context.Context, parent uint64, name string, n NewNode
 		return Attr{}, err
 	}
 	t.inodes[in.rec.Ino] = in
-	p.children[name] = in.rec.Ino
+	t.setChildLocked(p, name, in.rec.Ino)
 	return t.attrLocked(in), nil
 }
 
@@ -436,7 +446,7 @@ func (t *Tree) Link(ctx context.Context, ino, newParent uint64, newName string) 
 		in.rec.Nlink--
 		return Attr{}, err
 	}
-	p.children[newName] = ino
+	t.setChildLocked(p, newName, ino)
 	return t.attrLocked(in), nil
 }
 
@@ -490,11 +500,76 @@ func (t *Tree) Remove(ctx context.Context, parent uint64, name string, dir bool)
 	if err != nil {
 		return err
 	}
-	delete(p.children, name)
+	t.deleteChildLocked(p, name)
 	if gone {
 		t.forgetLocked(in)
 	}
 	return nil
+}
+
+// setChildLocked names c as name in p, replacing what was there.
+func (t *Tree) setChildLocked(p *inode, name string, c uint64) {
+	if old, ok := p.children[name]; ok {
+		t.dropParentLocked(old, p.rec.Ino)
+	}
+	p.children[name] = c
+	if ci := t.inodes[c]; ci != nil && !ci.rec.isDir() {
+		if ci.parents == nil {
+			ci.parents = map[uint64]int{}
+		}
+		ci.parents[p.rec.Ino]++
+	}
+	t.invalidateLocked(p.rec.Ino)
+}
+
+func (t *Tree) deleteChildLocked(p *inode, name string) {
+	if c, ok := p.children[name]; ok {
+		delete(p.children, name)
+		t.dropParentLocked(c, p.rec.Ino)
+	}
+	t.invalidateLocked(p.rec.Ino)
+}
+
+func (t *Tree) dropParentLocked(c, parent uint64) {
+	ci := t.inodes[c]
+	if ci == nil || ci.parents == nil {
+		return
+	}
+	if ci.parents[parent]--; ci.parents[parent] <= 0 {
+		delete(ci.parents, parent)
+	}
+}
+
+// invalidateLocked drops the cached DAG node of directory d and of its
+// ancestors. A changed directory's ancestors are always changed too, so the
+// walk stops at the first one already dropped.
+func (t *Tree) invalidateLocked(d uint64) {
+	for first := true; ; first = false {
+		in := t.inodes[d]
+		if in == nil || (!first && in.dirNode == nil) {
+			return
+		}
+		in.dirNode = nil
+		if d == RootIno {
+			return
+		}
+		d = in.parent
+	}
+}
+
+// contentChanged notes that ino's content DAG changed (called with the
+// file's lock held, so it must not take mu).
+func (t *Tree) contentChanged(ino uint64) {
+	t.changedMu.Lock()
+	t.changed[ino] = struct{}{}
+	t.changedMu.Unlock()
+}
+
+// written notes that ino has writes not yet flushed.
+func (t *Tree) written(ino uint64) {
+	t.changedMu.Lock()
+	t.unflushed[ino] = struct{}{}
+	t.changedMu.Unlock()
 }
 
 // forgetLocked drops an inode nobody names or holds open.
@@ -626,14 +701,14 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 		return err
 	}
 	if flags&RenameExchange != 0 {
-		p.children[name] = dst
-		np.children[newName] = src
+		t.setChildLocked(p, name, dst)
+		t.setChildLocked(np, newName, src)
 		if din.rec.isDir() {
 			din.parent = parent
 		}
 	} else {
-		delete(p.children, name)
-		np.children[newName] = src
+		t.deleteChildLocked(p, name)
+		t.setChildLocked(np, newName, src)
 		if gone {
 			t.forgetLocked(din)
 		}

@@ -234,3 +234,57 @@ func TestPublishedContentSurvivesReopen(t *testing.T) {
 		t.Fatalf("root changed across reopen: %s %s %v", root1.CID, root2.CID, err)
 	}
 }
+
+// After one change, the root is recomputed along that path only: the
+// cached directory nodes elsewhere stay.
+func TestRootFollowsChanges(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	var files []uint64
+	for d := range 10 {
+		dir := e.create(RootIno, string(rune('a'+d)), syscall.S_IFDIR|0o755)
+		for i := range 10 {
+			f := e.create(dir, string(rune('0'+i)), syscall.S_IFREG|0o644)
+			e.write(f, 0, []byte{byte(d), byte(i)})
+			files = append(files, f)
+		}
+	}
+	r1, err := e.tree.Root(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.write(files[55], 0, []byte("changed"))
+	r2, err := e.tree.Root(ctx)
+	if err != nil || r2.CID.Equals(r1.CID) {
+		t.Fatalf("root after a change: %s (before %s) %v", r2.CID, r1.CID, err)
+	}
+	cached := 0
+	e.tree.mu.Lock()
+	for _, in := range e.tree.inodes {
+		if in.rec.isDir() && in.dirNode != nil {
+			cached++
+		}
+	}
+	e.tree.mu.Unlock()
+	if cached != 11 {
+		t.Fatalf("%d directory nodes cached, want all 11", cached)
+	}
+	// The cached result equals a fresh computation.
+	e.close()
+	e.open()
+	r3, err := e.tree.Root(ctx)
+	if err != nil || !r3.CID.Equals(r2.CID) {
+		t.Fatalf("fresh root %s, cached root %s, %v", r3.CID, r2.CID, err)
+	}
+	// Renames and removals invalidate too.
+	if err := e.tree.Rename(ctx, RootIno, "a", RootIno, "z", 0); err != nil {
+		t.Fatal(err)
+	}
+	r4, _ := e.tree.Root(ctx)
+	e.close()
+	e.open()
+	r5, _ := e.tree.Root(ctx)
+	if !r4.CID.Equals(r5.CID) || r4.CID.Equals(r3.CID) {
+		t.Fatalf("after rename: cached %s, fresh %s, before %s", r4.CID, r5.CID, r3.CID)
+	}
+}
