@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"syscall"
 
+	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
@@ -31,6 +32,8 @@ func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 		{worktree.ErrNotSupported, syscall.ENOTSUP},
 		{worktree.ErrNameTooLong, syscall.ENAMETOOLONG},
 		{worktree.ErrRange, syscall.ERANGE},
+		{unixfs.ErrNoEntry, syscall.ENOENT},
+		{unixfs.ErrNotDir, syscall.ENOTDIR},
 	}
 	for _, e := range table {
 		if errors.Is(err, e.err) {

@@ -11,11 +11,19 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipfrs/ipfrs-mount/unixfs"
+	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
 // MountOptions configures Mount.
 type MountOptions struct {
+	// History, Blocks and Chunker serve .versions; without History there
+	// is no .versions directory.
+	History *versions.History
+	Blocks  unixfs.BlockViewer
+	Chunker string // recorded in commits made by mkdir .versions/tags/NAME
+
 	AllowOther bool
 	Debug      bool
 	// ReadAheadKB is written to the mount's bdi read_ahead_kb (0 leaves the
@@ -30,8 +38,20 @@ func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	root := &Node{tree: tree, log: o.Logger}
-	return MountNode(mountpoint, root, o)
+	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, chunker: o.Chunker, log: o.Logger}
+	root := &Node{tree: tree, log: o.Logger, m: m}
+	server, err := MountNode(mountpoint, root, o)
+	if err != nil {
+		return nil, err
+	}
+	// After switch, reset or restore, the kernel must look the changed
+	// names up again.
+	tree.OnReplace(func(names []string) {
+		for _, name := range names {
+			root.NotifyEntry(name)
+		}
+	})
+	return server, nil
 }
 
 // MountNode mounts any go-fuse node tree with the options the working tree
@@ -71,6 +91,15 @@ func MountNode(mountpoint string, root fs.InodeEmbedder, o MountOptions) (*fuse.
 		}
 	}
 	return server, nil
+}
+
+// mountState is what every node of one mount shares.
+type mountState struct {
+	tree    *worktree.Tree
+	history *versions.History
+	blocks  unixfs.BlockViewer
+	chunker string
+	log     *slog.Logger
 }
 
 // setReadAhead raises the mount's readahead, which the FUSE INIT reply can

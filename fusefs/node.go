@@ -17,6 +17,7 @@ type Node struct {
 	fs.Inode
 	tree *worktree.Tree
 	log  *slog.Logger
+	m    *mountState
 }
 
 var (
@@ -59,10 +60,20 @@ func fillAttr(a worktree.Attr, out *fuse.Attr) {
 // child returns the kernel-facing inode for a, reusing a live one.
 func (n *Node) child(ctx context.Context, a worktree.Attr, out *fuse.EntryOut) *fs.Inode {
 	fillAttr(a, &out.Attr)
-	return n.NewInode(ctx, &Node{tree: n.tree, log: n.log}, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
+	return n.NewInode(ctx, &Node{tree: n.tree, log: n.log, m: n.m}, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
+}
+
+// reserved reports whether name in this directory is the history directory,
+// which the working tree may not hold.
+func (n *Node) reserved(name string) bool {
+	return name == VersionsDir && n.ino() == worktree.RootIno && n.m != nil && n.m.history != nil
 }
 
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.reserved(name) {
+		dirAttr(&out.Attr)
+		return n.NewInode(ctx, &versionsRoot{m: n.m}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(0, VersionsDir)}), 0
+	}
 	a, err := n.tree.Lookup(n.ino(), name)
 	if err != nil {
 		return nil, n.errno("lookup", err)
@@ -115,6 +126,9 @@ func caller(ctx context.Context) (uid, gid uint32) {
 }
 
 func (n *Node) create(ctx context.Context, name string, mode uint32, target string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.reserved(name) {
+		return nil, syscall.EEXIST
+	}
 	uid, gid := caller(ctx)
 	a, err := n.tree.Create(ctx, n.ino(), name, worktree.NewNode{Mode: mode, UID: uid, GID: gid, Target: target})
 	if err != nil {
@@ -152,6 +166,9 @@ func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.reserved(name) {
+		return nil, syscall.EEXIST
+	}
 	a, err := n.tree.Link(ctx, target.EmbeddedInode().StableAttr().Ino, n.ino(), name)
 	if err != nil {
 		return nil, n.errno("link", err)
@@ -168,6 +185,14 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if n.reserved(name) {
+		return syscall.EBUSY
+	}
+	if p, ok := newParent.(*Node); !ok {
+		return syscall.EXDEV // into .versions
+	} else if p.reserved(newName) {
+		return syscall.EEXIST
+	}
 	np := newParent.EmbeddedInode().StableAttr().Ino
 	return n.errno("rename", n.tree.Rename(ctx, n.ino(), name, np, newName, flags))
 }

@@ -247,7 +247,7 @@ func Resolve(ctx context.Context, bs BlockViewer, root cid.Cid, p string) (cid.C
 				}
 			}
 			if !found {
-				return cid.Undef, fmt.Errorf("%s/%s: no such file or directory", walked, name)
+				return cid.Undef, fmt.Errorf("%s/%s: %w", walked, name, ErrNoEntry)
 			}
 		} else {
 			next, err = lookupShard(ctx, ls, cur, name)
@@ -274,7 +274,7 @@ func lookupShard(ctx context.Context, ls *ipld.LinkSystem, c cid.Cid, name strin
 	v, err := dir.LookupByString(name)
 	var notExist datamodel.ErrNotExists
 	if errors.As(err, &notExist) {
-		return cid.Undef, fmt.Errorf("no such file or directory")
+		return cid.Undef, ErrNoEntry
 	}
 	if err != nil {
 		return cid.Undef, err

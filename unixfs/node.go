@@ -36,6 +36,7 @@ func (k Kind) String() string {
 // Errors about the shape of DAGs.
 var (
 	ErrNotDir      = errors.New("not a directory")
+	ErrNoEntry     = errors.New("no such file or directory")
 	ErrNotFile     = errors.New("not a file")
 	ErrMalformed   = errors.New("malformed UnixFS node")
 	ErrUnsupported = errors.New("unsupported codec")
@@ -50,7 +51,8 @@ type link struct {
 
 // pbNode is a decoded dag-pb UnixFS node.
 type pbNode struct {
-	typ        int64 // data.Data_*
+	blockLen   uint64 // size of the encoded block
+	typ        int64  // data.Data_*
 	data       []byte
 	fileSize   uint64
 	blockSizes []uint64
@@ -70,6 +72,9 @@ func loadPB(ctx context.Context, bs BlockViewer, c cid.Cid) (*pbNode, error) {
 		}
 		var err error
 		n, err = decodePB(b)
+		if n != nil {
+			n.blockLen = uint64(len(b))
+		}
 		return err
 	})
 	if err != nil {
@@ -151,6 +156,7 @@ type Info struct {
 	CID    cid.Cid
 	Kind   Kind
 	Size   uint64 // file bytes, symlink target length; 0 for directories
+	Tsize  uint64 // bytes of every block of the DAG, as a link to it counts them
 	Target string // symlink target
 }
 
@@ -160,7 +166,7 @@ func Stat(ctx context.Context, bs BlockViewer, c cid.Cid) (Info, error) {
 	case cid.Raw:
 		var size int
 		err := bs.View(ctx, c, func(b []byte) error { size = len(b); return nil })
-		return Info{CID: c, Kind: KindFile, Size: uint64(size)}, err
+		return Info{CID: c, Kind: KindFile, Size: uint64(size), Tsize: uint64(size)}, err
 	case cid.DagProtobuf:
 		n, err := loadPB(ctx, bs, c)
 		if err != nil {
@@ -170,7 +176,10 @@ func Stat(ctx context.Context, bs BlockViewer, c cid.Cid) (Info, error) {
 		if err != nil {
 			return Info{}, fmt.Errorf("%s: %w", c, err)
 		}
-		info := Info{CID: c, Kind: k}
+		info := Info{CID: c, Kind: k, Tsize: n.blockLen}
+		for _, l := range n.links {
+			info.Tsize += l.Tsize
+		}
 		switch k {
 		case KindFile:
 			info.Size = n.contentSize()

@@ -42,7 +42,8 @@ type Tree struct {
 	inodes  map[uint64]*inode
 	nextIno uint64
 
-	pub publisher
+	pub       publisher
+	onReplace func(names []string)
 
 	// changed tracks files whose content changed (their directories' DAG
 	// nodes must be rebuilt) and files with unflushed writes, so that

@@ -288,3 +288,53 @@ func TestRootFollowsChanges(t *testing.T) {
 		t.Fatalf("after rename: cached %s, fresh %s, before %s", r4.CID, r5.CID, r3.CID)
 	}
 }
+
+// Replacing the tree with an earlier root brings its content back; the
+// recomputed root equals the earlier one.
+func TestReplaceWithEarlierRoot(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	d := e.create(RootIno, "d", syscall.S_IFDIR|0o755)
+	f := e.create(d, "f", syscall.S_IFREG|0o644)
+	e.write(f, 0, bytes.Repeat([]byte("abc"), 1<<20))
+	if _, err := e.tree.Create(ctx, RootIno, "l", NewNode{Mode: syscall.S_IFLNK | 0o777, Target: "d/f"}); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := e.tree.Root(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.write(f, 5, []byte("changed"))
+	e.create(RootIno, "new", syscall.S_IFREG|0o644)
+	changed, err := e.tree.Replace(ctx, "", r1.CID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) == 0 {
+		t.Fatal("no changed names reported")
+	}
+	r2, err := e.tree.Root(ctx)
+	if err != nil || !r2.CID.Equals(r1.CID) {
+		t.Fatalf("root after replace %s, want %s (%v)", r2.CID, r1.CID, err)
+	}
+	if _, err := e.tree.Lookup(RootIno, "new"); !errors.Is(err, ErrNotExist) {
+		t.Fatalf("new file still there: %v", err)
+	}
+	e.close()
+	e.open()
+	dd, err := e.tree.Lookup(RootIno, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ff, err := e.tree.Lookup(dd.Ino, "f")
+	if err != nil || !bytes.Equal(e.read(ff.Ino), bytes.Repeat([]byte("abc"), 1<<20)) {
+		t.Fatalf("d/f after replace and reopen: %v", err)
+	}
+	// One path only.
+	if _, err := e.tree.Replace(ctx, "d/f", r1.CID); err != nil { // a directory over the file
+		t.Fatal(err)
+	}
+	if a, err := e.tree.Lookup(dd.Ino, "f"); err != nil || a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		t.Fatalf("d/f is not the restored directory: %+v %v", a, err)
+	}
+}

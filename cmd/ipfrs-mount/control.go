@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
 // The control socket lets commands run while the mount daemon holds the
@@ -118,7 +120,7 @@ func (f frameWriter) Write(p []byte) (int, error) {
 }
 
 // serveControl answers control-socket clients until ctx ends.
-func serveControl(ctx context.Context, r *repo, log *slog.Logger) (stop func(), err error) {
+func serveControl(ctx context.Context, r *repo, tree *worktree.Tree, log *slog.Logger) (stop func(), err error) {
 	path := filepath.Join(r.path, socketName)
 	os.Remove(path) // left by a daemon that died; we hold the repo lock now
 	ln, err := net.Listen("unix", path)
@@ -143,7 +145,7 @@ func serveControl(ctx context.Context, r *repo, log *slog.Logger) (stop func(), 
 			go func() {
 				defer wg.Done()
 				defer conn.Close()
-				serveConn(ctx, conn, r, log)
+				serveConn(ctx, conn, r, tree, log)
 			}()
 		}
 	}()
@@ -155,7 +157,7 @@ func serveControl(ctx context.Context, r *repo, log *slog.Logger) (stop func(), 
 	}, nil
 }
 
-func serveConn(ctx context.Context, conn net.Conn, r *repo, log *slog.Logger) {
+func serveConn(ctx context.Context, conn net.Conn, r *repo, tree *worktree.Tree, log *slog.Logger) {
 	var mu sync.Mutex
 	stdout := frameWriter{&mu, conn, frameStdout}
 	stderr := frameWriter{&mu, conn, frameStderr}
@@ -177,6 +179,6 @@ func serveConn(ctx context.Context, conn net.Conn, r *repo, log *slog.Logger) {
 		io.Copy(io.Discard, conn)
 		cancel()
 	}()
-	err = run(ctx, req.Args, env{stdout: stdout, stderr: stderr, cwd: req.Cwd, shared: r})
+	err = run(ctx, req.Args, env{stdout: stdout, stderr: stderr, cwd: req.Cwd, shared: r, tree: tree})
 	exit(report(stderr, err))
 }

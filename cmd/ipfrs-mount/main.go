@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/ipfrs/ipfrs-mount/worktree"
 	"golang.org/x/term"
 )
 
@@ -37,15 +39,19 @@ type app struct {
 // control-socket client served by the mount daemon.
 type env struct {
 	stdout, stderr io.Writer
-	tty            bool   // stderr is a terminal: show progress bars
-	cwd            string // relative paths are relative to this
-	shared         *repo  // the daemon's open repo, when served over the socket
+	tty            bool           // stderr is a terminal: show progress bars
+	cwd            string         // relative paths are relative to this
+	shared         *repo          // the daemon's open repo, when served over the socket
+	tree           *worktree.Tree // and its working tree
 }
 
 func commands() []*command {
 	return []*command{
 		addCommand(), catCommand(), lsCommand(), statCommand(),
 		exportCommand(), importCommand(), verifyCommand(), mountCommand(),
+		commitCommand(), logCommand(), showCommand(), diffCommand(),
+		switchCommand(), resetCommand(), restoreCommand(), mergeCommand(),
+		refCommand("branch", "list, create or delete branches"), refCommand("tag", "list, create or delete tags"),
 	}
 }
 

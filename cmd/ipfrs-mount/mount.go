@@ -13,12 +13,14 @@ import (
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
+	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
 type mountFlags struct {
 	allowOther, debug bool
 	readAheadKB       int
+	autocommit        time.Duration
 }
 
 func mountCommand() *command {
@@ -30,6 +32,7 @@ func mountCommand() *command {
 			fs.BoolVar(&f.allowOther, "allow-other", false, "let other users access the mount")
 			fs.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 			fs.IntVar(&f.readAheadKB, "readahead-kb", 16384, "kernel readahead for the mount, KiB")
+			fs.DurationVar(&f.autocommit, "autocommit", 0, "commit every DURATION when the tree changed (0: never)")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
@@ -65,13 +68,14 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		return err
 	}
 	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
+		History: versions.New(r.store), Blocks: r.store, Chunker: chunkerParams(),
 		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
 	})
 	if err != nil {
 		tree.Close(context.Background())
 		return err
 	}
-	stopControl, err := serveControl(ctx, &repo{path: r.path, store: r.store, shared: true}, a.log)
+	stopControl, err := serveControl(ctx, &repo{path: r.path, store: r.store, shared: true}, tree, a.log)
 	if err != nil {
 		server.Unmount()
 		tree.Close(context.Background())
@@ -79,6 +83,9 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	defer stopControl()
 	fmt.Fprintf(a.stderr, "ipfrs-mount: mounted %s at %s\n", r.path, mnt)
+	if f.autocommit > 0 {
+		go a.autocommit(ctx, r, tree, f.autocommit)
+	}
 	go func() {
 		<-ctx.Done()
 		// A busy mount refuses to unmount; retry, then detach lazily so the
@@ -102,4 +109,22 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	fmt.Fprintf(a.stderr, "ipfrs-mount: unmounted %s\n", mnt)
 	return nil
+}
+
+// autocommit commits the tree every interval when it changed.
+func (a *app) autocommit(ctx context.Context, r *repo, tree *worktree.Tree, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	d := &app{env: env{shared: r, tree: tree}, log: a.log}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			_, err := d.commit(ctx, r, versions.Commit{Message: "autocommit", Author: "ipfrs-mount"}, false)
+			if err != nil && !errors.Is(err, versions.ErrNothingToCommit) && ctx.Err() == nil {
+				a.log.Error("autocommit", "err", err)
+			}
+		}
+	}
 }

@@ -1,0 +1,328 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/ipfs/go-cid"
+
+	"github.com/ipfrs/ipfrs-mount/versions"
+)
+
+// VersionsDir is the name of the read-only history directory at the root of
+// the mount. Like ZFS's .zfs with snapdir=hidden it is not listed (so that
+// cp -a and rsync of the mount do not copy all history) but can be entered.
+const VersionsDir = ".versions"
+
+// refTimeout is how long the kernel may cache names under .versions whose
+// target moves (branches, tags, HEAD, log).
+const refTimeout = time.Second
+
+// versionsRoot is .versions: HEAD, log, commits/, branches/, tags/.
+type versionsRoot struct {
+	readOnly
+	m *mountState
+}
+
+var (
+	_ fs.NodeLookuper  = (*versionsRoot)(nil)
+	_ fs.NodeReaddirer = (*versionsRoot)(nil)
+	_ fs.NodeGetattrer = (*versionsRoot)(nil)
+)
+
+var versionsEntries = []fuse.DirEntry{
+	{Name: "HEAD", Mode: syscall.S_IFREG},
+	{Name: "branches", Mode: syscall.S_IFDIR},
+	{Name: "commits", Mode: syscall.S_IFDIR},
+	{Name: "log", Mode: syscall.S_IFREG},
+	{Name: "tags", Mode: syscall.S_IFDIR},
+}
+
+func dirAttr(out *fuse.Attr) {
+	out.Mode = syscall.S_IFDIR | 0o555
+	out.Nlink = 2
+	out.Size = 4096
+}
+
+func (v *versionsRoot) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr)
+	return 0
+}
+
+func (v *versionsRoot) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	return fs.NewListDirStream(versionsEntries), 0
+}
+
+func (v *versionsRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	var node fs.InodeEmbedder
+	mode := uint32(syscall.S_IFDIR)
+	switch name {
+	case "HEAD":
+		node, mode = &genFile{gen: v.m.headText}, syscall.S_IFREG
+	case "log":
+		node, mode = &genFile{gen: v.m.logText}, syscall.S_IFREG
+	case "commits":
+		node = &commitsDir{m: v.m}
+	case "branches":
+		node = &refDir{m: v.m, list: v.m.history.Branches}
+	case "tags":
+		node = &refDir{m: v.m, list: v.m.history.Tags, tags: true}
+	default:
+		return nil, syscall.ENOENT
+	}
+	ch := v.NewInode(ctx, node, fs.StableAttr{Mode: mode, Ino: pathIno(v.StableAttr().Ino, name)})
+	if g, ok := node.(*genFile); ok {
+		if errno := g.Getattr(ctx, nil, &fuse.AttrOut{}); errno != 0 {
+			return nil, errno
+		}
+		g.fill(&out.Attr)
+	} else {
+		dirAttr(&out.Attr)
+	}
+	out.SetEntryTimeout(refTimeout)
+	out.SetAttrTimeout(refTimeout)
+	return ch, 0
+}
+
+// genFile is a small read-only file whose text is generated when opened.
+type genFile struct {
+	readOnly
+	gen  func(ctx context.Context) ([]byte, error)
+	size uint64
+}
+
+var (
+	_ fs.NodeGetattrer = (*genFile)(nil)
+	_ fs.NodeOpener    = (*genFile)(nil)
+)
+
+func (g *genFile) fill(out *fuse.Attr) {
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Size = g.size
+	out.Nlink = 1
+}
+
+func (g *genFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	b, err := g.gen(ctx)
+	if err != nil {
+		return toErrno(nil, "versions", err)
+	}
+	g.size = uint64(len(b))
+	g.fill(&out.Attr)
+	out.SetTimeout(refTimeout)
+	return 0
+}
+
+func (g *genFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	b, err := g.gen(ctx)
+	if err != nil {
+		return nil, 0, toErrno(nil, "versions", err)
+	}
+	// The text changes with every commit: no page cache for it.
+	return &snapshotHandle{b: b}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+type snapshotHandle struct{ b []byte }
+
+var _ fs.FileReader = (*snapshotHandle)(nil)
+
+func (s *snapshotHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(s.b)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(s.b[off:min(int64(len(s.b)), off+int64(len(dest)))]), 0
+}
+
+// commitsDir lists every commit by CID; each is the tree of that commit.
+type commitsDir struct {
+	readOnly
+	m *mountState
+}
+
+var (
+	_ fs.NodeLookuper  = (*commitsDir)(nil)
+	_ fs.NodeReaddirer = (*commitsDir)(nil)
+	_ fs.NodeGetattrer = (*commitsDir)(nil)
+)
+
+func (d *commitsDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr)
+	return 0
+}
+
+func (d *commitsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	var names []string
+	err := d.m.history.Commits(ctx, func(c cid.Cid) error {
+		names = append(names, c.String())
+		return nil
+	})
+	if err != nil {
+		return nil, toErrno(d.m.log, "readdir", err)
+	}
+	return listDirs(d.StableAttr().Ino, names), 0
+}
+
+func listDirs(parent uint64, names []string) fs.DirStream {
+	sort.Strings(names)
+	list := make([]fuse.DirEntry, len(names))
+	for i, n := range names {
+		list[i] = fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: pathIno(parent, n)}
+	}
+	return fs.NewListDirStream(list)
+}
+
+func (d *commitsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, err := cid.Decode(name)
+	if err != nil || c.Prefix().Codec != cid.DagCBOR {
+		return nil, syscall.ENOENT
+	}
+	return d.m.commitTree(ctx, d.EmbeddedInode(), name, c, out)
+}
+
+// refDir lists branches or tags; each is the tree of the commit it names.
+type refDir struct {
+	readOnly
+	m    *mountState
+	list func(context.Context) (map[string]cid.Cid, error)
+	tags bool
+}
+
+var (
+	_ fs.NodeLookuper  = (*refDir)(nil)
+	_ fs.NodeReaddirer = (*refDir)(nil)
+	_ fs.NodeGetattrer = (*refDir)(nil)
+	_ fs.NodeMkdirer   = (*refDir)(nil)
+)
+
+func (d *refDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr)
+	if d.tags {
+		out.Mode |= 0o200 // mkdir NAME tags the current state
+	}
+	out.SetTimeout(refTimeout)
+	return 0
+}
+
+func (d *refDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	refs, err := d.list(ctx)
+	if err != nil {
+		return nil, toErrno(d.m.log, "readdir", err)
+	}
+	names := make([]string, 0, len(refs))
+	for n := range refs {
+		names = append(names, n)
+	}
+	return listDirs(d.StableAttr().Ino, names), 0
+}
+
+func (d *refDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	refs, err := d.list(ctx)
+	if err != nil {
+		return nil, toErrno(d.m.log, "lookup", err)
+	}
+	c, ok := refs[name]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	ch, errno := d.m.commitTree(ctx, d.EmbeddedInode(), name+"@"+c.String(), c, out)
+	out.SetEntryTimeout(refTimeout)
+	return ch, errno
+}
+
+// Mkdir in tags/ tags the current state of the working tree, committing it
+// first when it changed since the last commit: a training job snapshots with
+// a plain mkdir.
+func (d *refDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if !d.tags {
+		return nil, syscall.EROFS
+	}
+	ctx = context.WithoutCancel(ctx)
+	if err := versions.ValidName(name); err != nil {
+		return nil, syscall.EINVAL
+	}
+	c, err := d.m.commit(ctx, "tag "+name)
+	if err == nil {
+		err = d.m.history.SetTag(ctx, name, c)
+	}
+	if errors.Is(err, versions.ErrExists) {
+		return nil, syscall.EEXIST
+	}
+	if err != nil {
+		return nil, toErrno(d.m.log, "mkdir tag", err)
+	}
+	ch, errno := d.m.commitTree(ctx, d.EmbeddedInode(), name+"@"+c.String(), c, out)
+	out.SetEntryTimeout(refTimeout)
+	return ch, errno
+}
+
+// commitTree makes the inode of commit c's tree, named key below parent.
+func (m *mountState) commitTree(ctx context.Context, parent *fs.Inode, key string, c cid.Cid, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	cm, err := m.history.Get(ctx, c)
+	if err != nil {
+		if errors.Is(err, versions.ErrUnknownRef) {
+			return nil, syscall.ENOENT
+		}
+		return nil, toErrno(m.log, "commit", err)
+	}
+	ch, _, err := newDAGInode(ctx, parent, key, m.blocks, m.log, cm.Tree, cm.Time)
+	if err != nil {
+		return nil, toErrno(m.log, "commit tree", err)
+	}
+	ch.Operations().(*dagNode).fill(&out.Attr)
+	return ch, 0
+}
+
+// commit records the working tree, or returns HEAD's commit when nothing
+// changed.
+func (m *mountState) commit(ctx context.Context, msg string) (cid.Cid, error) {
+	root, err := m.tree.Root(ctx)
+	if err != nil {
+		return cid.Undef, err
+	}
+	cm, err := m.history.Create(ctx, versions.Commit{Tree: root.CID, Message: msg, Chunker: m.chunker}, false)
+	if errors.Is(err, versions.ErrNothingToCommit) {
+		_, head, err := m.history.Head(ctx)
+		return head, err
+	}
+	return cm.CID, err
+}
+
+func (m *mountState) headText(ctx context.Context) ([]byte, error) {
+	branch, head, err := m.history.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := "-"
+	if head.Defined() {
+		h = head.String()
+	}
+	return []byte(branch + " " + h + "\n"), nil
+}
+
+func (m *mountState) logText(ctx context.Context) ([]byte, error) {
+	_, head, err := m.history.Head(ctx)
+	if err != nil || !head.Defined() {
+		return nil, err
+	}
+	var b strings.Builder
+	err = m.history.Log(ctx, head, func(c versions.Commit) error {
+		fmt.Fprintf(&b, "%s %s %s\n", c.CID, c.Time.UTC().Format(time.RFC3339), oneLineMsg(c.Message))
+		return nil
+	})
+	return []byte(b.String()), err
+}
+
+func oneLineMsg(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
