@@ -540,6 +540,9 @@ func decodeNode(b []byte) (*treeNode, error) {
 			it := ufs.FieldBlockSizes().Iterator()
 			for !it.Done() {
 				_, v := it.Next()
+				if v.Int() < 0 {
+					return nil, fmt.Errorf("%w: negative block size", unixfs.ErrMalformed)
+				}
 				n.size += uint64(v.Int())
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -426,5 +427,58 @@ func TestGetRejectsNonCommits(t *testing.T) {
 	}
 	if _, err := h.Get(ctx, bad); !errors.Is(err, unixfs.ErrHashMismatch) {
 		t.Fatalf("Get(corrupt) = %v", err)
+	}
+}
+
+// TestConcurrentCommits: commits from many goroutines through one History
+// form one linear history.
+func TestConcurrentCommits(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	h := New(s)
+	const workers, each = 8, 5
+	trees := make([][]cid.Cid, workers)
+	for w := range trees {
+		for i := 0; i < each; i++ {
+			trees[w] = append(trees[w], buildTree(t, s, unixfs.DefaultLayout(), map[string]string{"f": fmt.Sprint(w, i)}))
+		}
+	}
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for _, tree := range trees[w] {
+				if _, err := h.Create(ctx, Commit{Tree: tree}, false); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, head, err := h.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	depth := 0
+	for c := head; c.Defined(); depth++ {
+		cm, err := h.Get(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cm.Parents) > 1 {
+			t.Fatalf("commit %s has %d parents", c, len(cm.Parents))
+		}
+		c = cid.Undef
+		if len(cm.Parents) == 1 {
+			c = cm.Parents[0]
+		}
+	}
+	if depth != workers*each {
+		t.Fatalf("history is %d commits deep, want %d", depth, workers*each)
 	}
 }
