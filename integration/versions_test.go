@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ipfrs/ipfrs-mount/store"
 )
 
 // History as a user drives it: commit, modify, commit, read the old bytes
@@ -149,4 +151,32 @@ func TestVersionsMounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	must(t, repo, "verify")
+}
+
+// A commit while another process holds the unmounted repo gets a clear
+// error, and so do refs that do not resolve.
+func TestVersionsBadInput(t *testing.T) {
+	repo := filepath.Join(t.TempDir(), "repo")
+	must(t, repo, "stat") // create the repo
+	held, err := store.Open(filepath.Join(repo, "blocks"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ipfrs(t, repo, "commit", "-m", "locked out")
+	held.Close()
+	if r.err == nil || !strings.Contains(r.stderr, "in use by another process") {
+		t.Fatalf("commit on a locked repo: %v %q", r.err, r.stderr)
+	}
+	for _, args := range [][]string{
+		{"log", "main"}, // no commit yet
+		{"show", "bafyrei"},
+		{"diff", "nope"},
+		{"switch", "nope"},
+		{"branch", "a/b"},
+		{"tag", ".."},
+	} {
+		if r := ipfrs(t, repo, args...); r.err == nil || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%v: want one error line, got %v %q", args, r.err, r.stderr)
+		}
+	}
 }
