@@ -201,7 +201,10 @@ func (t *Tree) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (in
 	if err := t.endStream(ino, f); err != nil {
 		return 0, err
 	}
-	if off == 0 && f.size == 0 && f.baseLen == 0 && len(f.dirty) == 0 && len(p) >= streamMin {
+	// A file written from its start while it holds nothing but a hole (new,
+	// truncated, or extended with ftruncate first as newer safetensors
+	// writers do) is imported as it is written.
+	if off == 0 && f.baseLen == 0 && len(f.dirty) == 0 && len(p) >= streamMin {
 		f.stream = t.startStream(ctx)
 		return f.streamWrite(p)
 	}
@@ -232,7 +235,7 @@ func (f *fileData) streamWrite(p []byte) (int, error) {
 	if err := f.stream.write(p); err != nil {
 		return 0, err
 	}
-	f.size = f.stream.end
+	f.size = max(f.size, f.stream.end)
 	now := time.Now().UnixNano()
 	f.mtime, f.ctime = now, now
 	f.gen++

@@ -72,6 +72,9 @@ func (t *Tree) endStream(ino uint64, f *fileData) error {
 		return err
 	}
 	f.base, f.baseCID, f.baseTs, f.baseSz, f.baseLen = nil, n.CID, n.Tsize, n.Size, n.Size
+	if f.size > n.Size {
+		return nil // a hole follows what was streamed: the next flush imports the whole
+	}
 	t.pub.queue(ino, published{cid: n.CID, size: n.Size, tsize: n.Tsize})
 	t.contentChanged(ino)
 	return nil

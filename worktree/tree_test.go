@@ -338,3 +338,34 @@ func TestReplaceWithEarlierRoot(t *testing.T) {
 		t.Fatalf("d/f is not the restored directory: %+v %v", a, err)
 	}
 }
+
+// Newer safetensors writers extend the file with ftruncate, then write it
+// from the start: the stream still applies, and a hole left at the end
+// reads as zeros.
+func TestStreamAfterFtruncate(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	f := e.create(RootIno, "f", syscall.S_IFREG|0o644)
+	size := uint64(3 << 20)
+	if _, err := e.tree.Setattr(ctx, f, SetAttr{Size: &size}); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("w"), 2<<20)
+	e.write(f, 0, data[:1<<20])
+	e.tree.mu.Lock()
+	streaming := e.tree.inodes[f].f.stream != nil
+	e.tree.mu.Unlock()
+	if !streaming {
+		t.Fatal("writes after ftruncate did not stream")
+	}
+	e.write(f, 1<<20, data[1<<20:])
+	want := append(append([]byte(nil), data...), make([]byte, 1<<20)...)
+	if got := e.read(f); !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes, want %d", len(got), len(want))
+	}
+	e.close()
+	e.open()
+	if got := e.read(f); !bytes.Equal(got, want) {
+		t.Fatal("after reopen the content differs")
+	}
+}
