@@ -176,3 +176,72 @@ func (f *fixed) Next() ([]byte, error) {
 	}
 	return f.buf[:n], nil
 }
+
+// NewWithCuts returns a Splitter that always cuts at the given absolute
+// offsets (ascending) and runs the spec's splitter inside each segment
+// between them: content-defined chunks inside each tensor of a model, say,
+// so that identical tensors dedup even when everything around them moves.
+func (s Spec) NewWithCuts(r io.Reader, cuts []uint64) (Splitter, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &cutSplitter{spec: s, r: r, cuts: cuts}, nil
+}
+
+type cutSplitter struct {
+	spec  Spec
+	r     io.Reader
+	cuts  []uint64
+	pos   uint64 // bytes returned so far
+	inner Splitter
+	got   bool // the current segment returned bytes
+	cdc   *fastcdc.Chunker
+	buf   []byte // fixed-size chunks
+}
+
+func (c *cutSplitter) Next() ([]byte, error) {
+	for {
+		if c.inner == nil {
+			for len(c.cuts) > 0 && c.cuts[0] <= c.pos {
+				c.cuts = c.cuts[1:]
+			}
+			var seg io.Reader = c.r
+			if len(c.cuts) > 0 {
+				seg = io.LimitReader(c.r, int64(c.cuts[0]-c.pos))
+			}
+			c.inner, c.got = c.segment(seg), false
+		}
+		b, err := c.inner.Next()
+		if errors.Is(err, io.EOF) {
+			last := len(c.cuts) == 0 || !c.got
+			c.inner = nil
+			if last {
+				return nil, io.EOF // the input ended
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.pos += uint64(len(b))
+		c.got = true
+		return b, nil
+	}
+}
+
+// segment returns the spec's splitter over r, reusing its buffers.
+func (c *cutSplitter) segment(r io.Reader) Splitter {
+	if c.spec.Kind == Fixed {
+		if c.buf == nil {
+			c.buf = make([]byte, c.spec.Max)
+		}
+		return &fixed{r: r, buf: c.buf}
+	}
+	if c.cdc == nil {
+		sp, _ := c.spec.New(r) // the spec was validated
+		c.cdc = sp.(cdc).c
+		return sp
+	}
+	c.cdc.Reset(r)
+	return cdc{c.cdc}
+}

@@ -141,3 +141,42 @@ func BenchmarkFastCDC(b *testing.B) {
 		}
 	}
 }
+
+func TestForcedCuts(t *testing.T) {
+	data := make([]byte, 5<<20)
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	cuts := []uint64{100, 1 << 20, 1<<20 + 1, 3 << 20, 9 << 20} // the last is past the end
+	for _, s := range []Spec{DefaultSpec(), FixedSpec(256 << 10)} {
+		sp, err := s.NewWithCuts(bytes.NewReader(data), cuts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []byte
+		ends := map[uint64]bool{}
+		for {
+			c, err := sp.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c) > s.Max {
+				t.Fatalf("%s: chunk of %d bytes", s, len(c))
+			}
+			out = append(out, c...)
+			ends[uint64(len(out))] = true
+		}
+		if !bytes.Equal(out, data) {
+			t.Fatalf("%s: chunks do not reassemble the input", s)
+		}
+		for _, c := range cuts[:4] {
+			if !ends[c] {
+				t.Errorf("%s: no cut at %d", s, c)
+			}
+		}
+	}
+}

@@ -63,16 +63,23 @@ func (n *Node) child(ctx context.Context, a worktree.Attr, out *fuse.EntryOut) *
 	return n.NewInode(ctx, &Node{tree: n.tree, log: n.log, m: n.m}, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino})
 }
 
-// reserved reports whether name in this directory is the history directory,
-// which the working tree may not hold.
+// reserved reports whether name in this directory is one of the mount's
+// own views (.versions, .tensors), which the working tree may not hold.
 func (n *Node) reserved(name string) bool {
-	return name == VersionsDir && n.ino() == worktree.RootIno && n.m != nil && n.m.history != nil
+	if n.ino() != worktree.RootIno || n.m == nil {
+		return false
+	}
+	return name == TensorsDir || name == VersionsDir && n.m.history != nil
 }
 
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if n.reserved(name) {
 		dirAttr(&out.Attr)
-		return n.NewInode(ctx, &versionsRoot{m: n.m}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(0, VersionsDir)}), 0
+		var view fs.InodeEmbedder = &versionsRoot{m: n.m}
+		if name == TensorsDir {
+			view = &tensorsDir{m: n.m, ino: worktree.RootIno}
+		}
+		return n.NewInode(ctx, view, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(0, name)}), 0
 	}
 	a, err := n.tree.Lookup(n.ino(), name)
 	if err != nil {

@@ -172,8 +172,13 @@ func (d *commitsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 	return listDirs(d.StableAttr().Ino, names), 0
 }
 
-func listDirs(parent uint64, names []string) fs.DirStream {
+func sortedNames(names []string) []string {
 	sort.Strings(names)
+	return names
+}
+
+func listDirs(parent uint64, names []string) fs.DirStream {
+	sortedNames(names)
 	list := make([]fuse.DirEntry, len(names))
 	for i, n := range names {
 		list[i] = fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: pathIno(parent, n)}

@@ -26,17 +26,74 @@ type Importer struct {
 	Workers int
 	// Progress, if set, is called with the byte count of each chunk read.
 	Progress func(n int)
+	// Cuts, if set, looks at the start of the content (peek returns its
+	// first n bytes, or an error when there are fewer) and returns offsets
+	// where chunks must be cut, or nil for content it does not recognise.
+	// Chunking then runs inside each segment between those offsets.
+	Cuts CutFinder
 }
+
+// CutFinder finds forced cut points from the head of the content.
+type CutFinder func(peek func(n int) ([]byte, error)) []uint64
 
 // ImportReader imports a stream. Chunks are copied out of the splitter into
 // a fixed set of buffers, which bounds the memory of the pipeline; the putter
 // must not retain the data it is handed.
 func (im *Importer) ImportReader(ctx context.Context, r io.Reader) (Node, error) {
-	sp, err := im.Layout.Chunker.New(r)
+	var cuts []uint64
+	if im.Cuts != nil {
+		pr := &peekReader{r: r}
+		cuts, r = im.Cuts(pr.peek), pr
+	}
+	sp, err := im.splitter(r, cuts)
 	if err != nil {
 		return Node{}, err
 	}
 	return im.run(ctx, sp, nil, 0, nil)
+}
+
+func (im *Importer) splitter(r io.Reader, cuts []uint64) (chunker.Splitter, error) {
+	if len(cuts) > 0 {
+		return im.Layout.Chunker.NewWithCuts(r, cuts)
+	}
+	return im.Layout.Chunker.New(r)
+}
+
+// peekReader lets a CutFinder look at the head of a stream and then
+// replays it.
+type peekReader struct {
+	r    io.Reader
+	head []byte
+	err  error
+}
+
+func (p *peekReader) peek(n int) ([]byte, error) {
+	if len(p.head) < n && p.err == nil {
+		grown := make([]byte, n)
+		copy(grown, p.head)
+		k, err := io.ReadFull(p.r, grown[len(p.head):])
+		p.head = grown[:len(p.head)+k]
+		p.err = err
+	}
+	if len(p.head) < n {
+		return nil, fmt.Errorf("content shorter than %d bytes", n)
+	}
+	return p.head[:n], nil
+}
+
+func (p *peekReader) Read(b []byte) (int, error) {
+	if len(p.head) > 0 {
+		n := copy(b, p.head)
+		p.head = p.head[n:]
+		return n, nil
+	}
+	if p.err != nil {
+		if errors.Is(p.err, io.ErrUnexpectedEOF) {
+			return 0, io.EOF
+		}
+		return 0, p.err
+	}
+	return p.r.Read(b)
 }
 
 // ImportChunk stores content that fits one leaf (see chunker.Spec.OneChunk)
@@ -61,14 +118,23 @@ func (im *Importer) ImportChunk(ctx context.Context, data []byte) (Node, error) 
 // everything from there, or nil. With content-defined chunking a cut at an
 // old chunk boundary after the last change reproduces the old cuts, so an
 // edit in a large file re-chunks and re-hashes only the region around it.
-func (im *Importer) Resume(ctx context.Context, prefix []Node, r io.Reader, resync func(end uint64) []Node) (Node, error) {
-	sp, err := im.Layout.Chunker.New(r)
-	if err != nil {
-		return Node{}, err
-	}
+//
+// cuts are forced cut offsets of the whole content (as a CutFinder gives);
+// those after the prefix apply.
+func (im *Importer) Resume(ctx context.Context, prefix []Node, r io.Reader, cuts []uint64, resync func(end uint64) []Node) (Node, error) {
 	var off uint64
 	for _, l := range prefix {
 		off += l.Size
+	}
+	var rel []uint64
+	for _, c := range cuts {
+		if c > off {
+			rel = append(rel, c-off)
+		}
+	}
+	sp, err := im.splitter(r, rel)
+	if err != nil {
+		return Node{}, err
 	}
 	return im.run(ctx, sp, prefix, off, resync)
 }

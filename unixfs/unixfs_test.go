@@ -231,7 +231,7 @@ func TestResumeMatchesFullImport(t *testing.T) {
 	}
 	read := 0
 	r := &countingReader{r: bytes.NewReader(edited[off:]), n: &read}
-	got, err := (&Importer{Put: bs, Layout: l}).Resume(ctx, prefix, r, func(end uint64) []Node {
+	got, err := (&Importer{Put: bs, Layout: l}).Resume(ctx, prefix, r, nil, func(end uint64) []Node {
 		if i, ok := starts[end]; ok && end > at+20 {
 			return leaves[i:]
 		}

@@ -327,7 +327,7 @@ func (t *Tree) Flush(ctx context.Context, ino uint64) error {
 		return err
 	}
 	batch := t.s.NewBatch()
-	n, err := t.importContent(ctx, f, &unixfs.Importer{Put: batch, Layout: t.layout})
+	n, err := t.importContent(ctx, f, t.importer(batch))
 	if err != nil {
 		batch.Cancel()
 		return err
@@ -396,7 +396,18 @@ func (t *Tree) importContent(ctx context.Context, f *fileData, im *unixfs.Import
 			return nil
 		}
 	}
-	return im.Resume(ctx, prefix, &fileReader{ctx: ctx, f: f, off: off}, resync)
+	var cuts []uint64
+	if im.Cuts != nil {
+		cuts = im.Cuts(func(n int) ([]byte, error) {
+			if uint64(n) > f.size {
+				return nil, io.ErrUnexpectedEOF
+			}
+			b := make([]byte, n)
+			_, err := f.readLocked(ctx, b, 0)
+			return b, err
+		})
+	}
+	return im.Resume(ctx, prefix, &fileReader{ctx: ctx, f: f, off: off}, cuts, resync)
 }
 
 // fileReader reads a file's current content sequentially, for Flush (which

@@ -29,8 +29,7 @@ func (t *Tree) startStream(ctx context.Context) *stream {
 	s := &stream{pw: pw, done: make(chan struct{}), batch: t.s.NewBatch()}
 	go func() {
 		defer close(s.done)
-		im := &unixfs.Importer{Put: s.batch, Layout: t.layout}
-		s.node, s.err = im.ImportReader(context.WithoutCancel(ctx), pr)
+		s.node, s.err = t.importer(s.batch).ImportReader(context.WithoutCancel(ctx), pr)
 		if s.err != nil {
 			s.batch.Cancel()
 		} else {

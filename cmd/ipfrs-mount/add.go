@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/chunker"
+	"github.com/ipfrs/ipfrs-mount/safetensors"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
@@ -86,6 +87,9 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 	prog := a.newProgress(total, "adding")
 	ad := &adder{a: a, batch: r.store.NewBatch(), layout: layout, f: f}
 	ad.im = &unixfs.Importer{Put: ad.batch, Layout: layout, Progress: prog.add}
+	if f.profile == "default" {
+		ad.im.Cuts = safetensors.FindCuts // tensor-aware; other profiles keep their CIDs
+	}
 	var roots []unixfs.Node
 	for _, p := range paths {
 		n, err := ad.addPath(ctx, p, filepath.Base(filepath.Clean(p)))

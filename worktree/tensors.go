@@ -1,0 +1,13 @@
+package worktree
+
+import (
+	"github.com/ipfrs/ipfrs-mount/safetensors"
+	"github.com/ipfrs/ipfrs-mount/unixfs"
+)
+
+// importer returns the importer of file contents: the tree's layout, and
+// tensor-aware cut points for safetensors files (recognised by their bytes,
+// not their names: writers often use temporary names).
+func (t *Tree) importer(put unixfs.BlockPutter) *unixfs.Importer {
+	return &unixfs.Importer{Put: put, Layout: t.layout, Cuts: safetensors.FindCuts}
+}
