@@ -35,6 +35,17 @@ func DTypes() []DType {
 		I16, U16, F16, BF16, I32, U32, F32, C64, F64, I64, U64}
 }
 
+// knownDType returns the dtype named by b, sharing the constant's string when
+// it is known so that parsing a table does not allocate one per tensor.
+func knownDType(b []byte) DType {
+	for _, d := range DTypes() {
+		if string(d) == string(b) {
+			return d
+		}
+	}
+	return DType(b)
+}
+
 // Size returns the bytes per element; 0 for unknown dtypes.
 func (d DType) Size() int {
 	switch d {

@@ -1,16 +1,14 @@
 package safetensors
 
 import (
-	"bytes"
+	"cmp"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/bits"
 	"slices"
-	"strconv"
 	"unicode/utf8"
 )
 
@@ -109,12 +107,6 @@ func readFull(r io.ReaderAt, buf []byte, off int64) error {
 	return fmt.Errorf("safetensors: read header: %w", err)
 }
 
-// rawTensor is a tensor entry before validation, in header order.
-type rawTensor struct {
-	name  string
-	value json.RawMessage
-}
-
 // Parse validates the header bytes (the 8-byte prefix followed by the N JSON
 // bytes; bytes past 8+N are ignored) against a file of fileSize bytes (-1 skips
 // the file-size check). The rules are the reference reader's: a JSON object
@@ -123,7 +115,11 @@ type rawTensor struct {
 // non-negative dims and a byte size equal to end-begin; offsets tile the
 // buffer from 0 with no holes or overlaps; __metadata__ is a string->string
 // map; and the file is exactly 8+N+last end bytes. Duplicate keys are
-// rejected. Tensors are returned in offset order, ties in header order.
+// rejected (tensor names, __metadata__ keys, and a tensor's dtype, shape or
+// data_offsets); unknown fields inside a tensor entry are ignored, as the
+// reference reader does. JSON nested deeper than 128 levels or holding unpaired
+// surrogate escapes is rejected, as serde_json does. Tensors are returned in
+// offset order, ties (zero-size tensors) in header order.
 func Parse(head []byte, fileSize int64) (*Header, error) {
 	if len(head) == 0 {
 		return nil, invalid("empty file")
@@ -150,34 +146,15 @@ func Parse(head []byte, fileSize int64) (*Header, error) {
 	}
 
 	h := &Header{HeaderLen: n}
-	var raws []rawTensor
-	err = decodeObject(js, func(key string, value json.RawMessage) error {
-		if key == metadataKey {
-			md, err := parseMetadata(value)
-			h.Metadata = md
-			return err
-		}
-		raws = append(raws, rawTensor{key, value})
-		return nil
-	})
-	if err != nil {
-		return nil, invalid("header: %w", err)
-	}
-
-	h.Tensors = make([]Tensor, 0, len(raws))
-	for _, r := range raws {
-		t, err := parseTensor(r.name, r.value)
-		if err != nil {
-			return nil, invalid("tensor %q: %w", r.name, err)
-		}
-		h.Tensors = append(h.Tensors, t)
+	if h.Metadata, h.Tensors, err = parseHeaderJSON(js); err != nil {
+		return nil, invalid("%w", err)
 	}
 	// Offsets are still relative here.
 	slices.SortStableFunc(h.Tensors, func(a, b Tensor) int {
-		if c := cmpInt64(a.Begin, b.Begin); c != 0 {
+		if c := cmp.Compare(a.Begin, b.Begin); c != 0 {
 			return c
 		}
-		return cmpInt64(a.End, b.End)
+		return cmp.Compare(a.End, b.End)
 	})
 	var end int64
 	for i := range h.Tensors {
@@ -185,7 +162,7 @@ func Parse(head []byte, fileSize int64) (*Header, error) {
 		switch {
 		case t.Begin < end:
 			return nil, invalid("tensor %q: data_offsets [%d, %d] overlap the previous tensor, which ends at %d", t.Name, t.Begin, t.End, end)
-		case t.Begin > end && end == 0:
+		case t.Begin > end && i == 0:
 			return nil, invalid("tensor %q: data_offsets [%d, %d]: the first tensor must begin at 0", t.Name, t.Begin, t.End)
 		case t.Begin > end:
 			return nil, invalid("tensor %q: data_offsets [%d, %d] leave a hole after offset %d", t.Name, t.Begin, t.End, end)
@@ -210,188 +187,121 @@ func Parse(head []byte, fileSize int64) (*Header, error) {
 	return h, nil
 }
 
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-// decodeObject walks the JSON object in data and calls fn for each member in
-// order. It rejects anything but one object (plus whitespace) and duplicate keys.
-func decodeObject(data []byte, fn func(key string, value json.RawMessage) error) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return jsonErr(err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return fmt.Errorf("expected a JSON object, got %s", describeToken(tok))
-	}
+// parseHeaderJSON reads the header object: __metadata__ and the tensor
+// entries, in header order, with offsets relative to the byte buffer.
+func parseHeaderJSON(js []byte) (map[string]string, []Tensor, error) {
+	s := &jsonScanner{data: js}
+	var md map[string]string
+	tensors := []Tensor{}
 	seen := make(map[string]struct{})
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return jsonErr(err)
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return fmt.Errorf("expected an object key, got %s", describeToken(tok))
-		}
+	err := s.object(func(rawKey []byte) error {
+		key := string(rawKey)
 		if _, dup := seen[key]; dup {
 			return fmt.Errorf("duplicate key %q", key)
 		}
 		seen[key] = struct{}{}
-		var value json.RawMessage
-		if err := dec.Decode(&value); err != nil {
-			return jsonErr(err)
-		}
-		if err := fn(key, value); err != nil {
+		if key == metadataKey {
+			var err error
+			md, err = s.metadata()
 			return err
 		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing '}'
-		return jsonErr(err)
-	}
-	if tok, err := dec.Token(); err != io.EOF {
+		t, err := s.tensor(key)
 		if err != nil {
-			return jsonErr(err)
+			return fmt.Errorf("tensor %q: %w", key, err)
 		}
-		return fmt.Errorf("unexpected %s after the JSON object", describeToken(tok))
+		tensors = append(tensors, t)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil
+	if !s.atEnd() {
+		return nil, nil, s.errorf("unexpected %s after the JSON object", s.found())
+	}
+	return md, tensors, nil
 }
 
-func jsonErr(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return errors.New("invalid JSON: unexpected end of input")
-	}
-	return fmt.Errorf("invalid JSON: %w", err)
-}
-
-func describeToken(tok json.Token) string {
-	switch v := tok.(type) {
-	case json.Delim:
-		return fmt.Sprintf("%q", string(v))
-	case string:
-		return fmt.Sprintf("string %q", v)
-	case json.Number:
-		return "number " + string(v)
-	case bool:
-		return fmt.Sprintf("%t", v)
-	case nil:
-		return "null"
-	}
-	return fmt.Sprintf("%v", tok)
-}
-
-// jsonKind names the JSON type of a raw value, for error messages.
-func jsonKind(raw json.RawMessage) string {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return "nothing"
-	}
-	switch raw[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 'n':
-		return "null"
-	case 't', 'f':
-		return "a boolean"
-	}
-	return "a number"
-}
-
-func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
-
-// parseMetadata accepts a string->string map, or null (the reference reader
-// treats it as absent).
-func parseMetadata(raw json.RawMessage) (map[string]string, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	if jsonKind(raw) != "an object" {
-		return nil, fmt.Errorf("%s must be an object of strings, got %s", metadataKey, jsonKind(raw))
+// metadata reads __metadata__: a string->string map, or null, which the
+// reference reader treats as absent.
+func (s *jsonScanner) metadata() (map[string]string, error) {
+	switch k := s.kind(); k {
+	case "null":
+		return nil, s.literal("null")
+	case "an object":
+	default:
+		return nil, s.typeError(fmt.Errorf("%s must be an object of strings, got %s", metadataKey, k))
 	}
 	md := make(map[string]string)
-	err := decodeObject(raw, func(key string, value json.RawMessage) error {
-		if jsonKind(value) != "a string" {
-			return fmt.Errorf("%s[%q] must be a string, got %s", metadataKey, key, jsonKind(value))
+	err := s.object(func(rawKey []byte) error {
+		key := string(rawKey)
+		if _, dup := md[key]; dup {
+			return fmt.Errorf("duplicate key %q in %s", key, metadataKey)
 		}
-		var s string
-		if err := json.Unmarshal(value, &s); err != nil {
-			return fmt.Errorf("%s[%q]: %w", metadataKey, key, err)
+		if k := s.kind(); k != "a string" {
+			return s.typeError(fmt.Errorf("%s[%q] must be a string, got %s", metadataKey, key, k))
 		}
-		md[key] = s
-		return nil
+		v, err := s.str()
+		md[key] = v
+		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return md, nil
+	return md, err
 }
 
-// parseTensor checks one tensor entry; the returned offsets are relative to
-// the byte buffer. Unknown fields are ignored, as the reference reader does.
-func parseTensor(name string, raw json.RawMessage) (Tensor, error) {
+// tensor reads one tensor entry and checks it on its own. Unknown fields are
+// skipped and repeated known ones rejected, as serde does for the reference
+// reader.
+func (s *jsonScanner) tensor(name string) (Tensor, error) {
 	t := Tensor{Name: name}
-	if jsonKind(raw) != "an object" {
-		return t, fmt.Errorf("entry must be an object, got %s", jsonKind(raw))
+	if k := s.kind(); k != "an object" {
+		return t, s.typeError(fmt.Errorf("entry must be an object, got %s", k))
 	}
-	var dtype, shape, offsets json.RawMessage
-	err := decodeObject(raw, func(key string, value json.RawMessage) error {
-		switch key {
+	var offs []int64
+	var haveDType, haveShape, haveOffsets bool
+	err := s.object(func(rawKey []byte) error {
+		var have *bool
+		switch string(rawKey) {
 		case "dtype":
-			dtype = value
+			have = &haveDType
 		case "shape":
-			shape = value
+			have = &haveShape
 		case "data_offsets":
-			offsets = value
+			have = &haveOffsets
+		default:
+			return s.skip()
 		}
-		return nil
+		if *have {
+			return fmt.Errorf("duplicate field %q", rawKey)
+		}
+		*have = true
+		var err error
+		switch string(rawKey) {
+		case "dtype":
+			if k := s.kind(); k != "a string" {
+				return s.typeError(fmt.Errorf("dtype must be a string, got %s", k))
+			}
+			var d []byte
+			if d, err = s.strBytes(); err == nil {
+				t.DType = knownDType(d)
+			}
+		case "shape":
+			t.Shape, err = s.ints("shape")
+		case "data_offsets":
+			offs, err = s.ints("data_offsets")
+		}
+		return err
 	})
-	if err != nil {
-		return t, err
-	}
 	switch {
-	case dtype == nil:
+	case err != nil:
+		return t, err
+	case !haveDType:
 		return t, errors.New("missing dtype")
-	case shape == nil:
+	case !haveShape:
 		return t, errors.New("missing shape")
-	case offsets == nil:
+	case !haveOffsets:
 		return t, errors.New("missing data_offsets")
-	}
-
-	if jsonKind(dtype) != "a string" {
-		return t, fmt.Errorf("dtype must be a string, got %s", jsonKind(dtype))
-	}
-	var ds string
-	if err := json.Unmarshal(dtype, &ds); err != nil {
-		return t, fmt.Errorf("dtype: %w", err)
-	}
-	t.DType = DType(ds)
-	if !t.DType.Valid() {
-		return t, fmt.Errorf("unknown dtype %q", ds)
-	}
-
-	dims, err := parseInts(shape, "shape")
-	if err != nil {
-		return t, err
-	}
-	t.Shape = dims
-	offs, err := parseInts(offsets, "data_offsets")
-	if err != nil {
-		return t, err
-	}
-	if len(offs) != 2 {
+	case !t.DType.Valid():
+		return t, fmt.Errorf("unknown dtype %q", string(t.DType))
+	case len(offs) != 2:
 		return t, fmt.Errorf("data_offsets must have 2 elements [begin, end], got %d", len(offs))
 	}
 	t.Begin, t.End = offs[0], offs[1]
@@ -408,35 +318,38 @@ func parseTensor(name string, raw json.RawMessage) (Tensor, error) {
 	return t, nil
 }
 
-// parseInts decodes an array of non-negative JSON integers (no fraction or
-// exponent, as the reference reader's usize fields demand) that fit in int64.
-func parseInts(raw json.RawMessage, field string) ([]int64, error) {
-	if jsonKind(raw) != "an array" {
-		return nil, fmt.Errorf("%s must be an array of integers, got %s", field, jsonKind(raw))
+// ints reads an array of non-negative integers that fit in int64. Fractions
+// and exponents are rejected, as the reference reader's usize fields do.
+func (s *jsonScanner) ints(field string) ([]int64, error) {
+	if k := s.kind(); k != "an array" {
+		return nil, s.typeError(fmt.Errorf("%s must be an array of integers, got %s", field, k))
 	}
-	var elems []json.RawMessage
-	if err := json.Unmarshal(raw, &elems); err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
-	}
-	out := make([]int64, len(elems))
-	for i, e := range elems {
-		e = bytes.TrimSpace(e)
-		if jsonKind(e) != "a number" {
-			return nil, fmt.Errorf("%s[%d] must be an integer, got %s", field, i, jsonKind(e))
+	out := make([]int64, 0, 4)
+	err := s.array(func(i int) error {
+		if k := s.kind(); k != "a number" {
+			return s.typeError(fmt.Errorf("%s[%d] must be an integer, got %s", field, i, k))
 		}
-		if e[0] == '-' {
-			return nil, fmt.Errorf("%s[%d] is negative: %s", field, i, e)
-		}
-		v, err := strconv.ParseInt(string(e), 10, 64)
+		lit, err := s.number()
 		if err != nil {
-			if errors.Is(err, strconv.ErrRange) {
-				return nil, fmt.Errorf("%s[%d] is too large: %s", field, i, e)
-			}
-			return nil, fmt.Errorf("%s[%d] must be an integer, got %s", field, i, e)
+			return err
 		}
-		out[i] = v
-	}
-	return out, nil
+		if lit[0] == '-' {
+			return fmt.Errorf("%s[%d] is negative: %s", field, i, lit)
+		}
+		var v int64
+		for _, c := range lit {
+			if c < '0' || c > '9' {
+				return fmt.Errorf("%s[%d] must be an integer, got %s", field, i, lit)
+			}
+			if v > (math.MaxInt64-int64(c-'0'))/10 {
+				return fmt.Errorf("%s[%d] is too large: %s", field, i, lit)
+			}
+			v = v*10 + int64(c-'0')
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
 }
 
 // byteSize returns the product of shape times the dtype size, failing on

@@ -71,11 +71,11 @@ func TestParseMalformed(t *testing.T) {
 		{"metadata non-string value", rawFile(`{"__metadata__":{"format":1}}`, 0), `__metadata__["format"] must be a string, got a number`},
 		{"metadata nested object", rawFile(`{"__metadata__":{"format":{}}}`, 0), "must be a string, got an object"},
 		{"metadata array", rawFile(`{"__metadata__":["pt"]}`, 0), "__metadata__ must be an object of strings"},
-		{"metadata duplicate key", rawFile(`{"__metadata__":{"k":"a","k":"b"}}`, 0), `duplicate key "k"`},
+		{"metadata duplicate key", rawFile(`{"__metadata__":{"k":"a","k":"b"}}`, 0), `duplicate key "k" in __metadata__`},
 		{"duplicate metadata", rawFile(`{"__metadata__":{},"__metadata__":{}}`, 0), `duplicate key "__metadata__"`},
 		{"duplicate names", rawFile(`{"a":`+f32x2+`,"a":`+f32x2+`}`, 8), `duplicate key "a"`},
 		{"duplicate names via escape", rawFile(`{"a":`+f32x2+`,"\u0061":`+f32x2+`}`, 8), `duplicate key "a"`},
-		{"duplicate field in entry", rawFile(`{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, 8), `duplicate key "dtype"`},
+		{"duplicate field in entry", rawFile(`{"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, 8), `duplicate field "dtype"`},
 		{"data_offsets with 3 elements", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]}}`, 8), "data_offsets must have 2 elements"},
 		{"data_offsets with 1 element", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8]}}`, 8), "data_offsets must have 2 elements"},
 		{"fractional offsets", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.0]}}`, 8), "data_offsets[1] must be an integer, got 8.0"},
@@ -83,6 +83,9 @@ func TestParseMalformed(t *testing.T) {
 		{"string offsets", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":["0","8"]}}`, 8), "data_offsets[0] must be an integer, got a string"},
 		{"negative offsets", rawFile(`{"a":{"dtype":"U8","shape":[0],"data_offsets":[-1,-1]}}`, 0), "data_offsets[0] is negative"},
 		{"offsets object", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":{"begin":0}}}`, 8), "data_offsets must be an array"},
+		{"unpaired surrogate in name", rawFile(`{"\ud800":`+f32x2+`}`, 8), "unpaired surrogate"},
+		{"nested too deep", rawFile(`{"a":{"dtype":"U8","shape":[0],"data_offsets":[0,0],"x":`+strings.Repeat("[", 130)+strings.Repeat("]", 130)+`}}`, 0), "nested deeper than 128"},
+		{"control character in name", rawFile("{\"a\tb\":"+f32x2+"}", 8), "control character"},
 		{"end beyond int64", rawFile(`{"a":{"dtype":"U8","shape":[0],"data_offsets":[0,99999999999999999999]}}`, 0), "data_offsets[1] is too large"},
 	}
 	for _, tc := range tests {
@@ -134,6 +137,8 @@ func TestParseAccepts(t *testing.T) {
 				{Name: "z2", DType: F64, Shape: []int64{0, 5}, Begin: 2, End: 2},
 				{Name: "z3", DType: Bool, Shape: []int64{0}, Begin: 2, End: 2},
 			}},
+		{"escaped name", rawFile(`{"\u00e9\ud83d\ude00\n\/":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 1), nil,
+			[]Tensor{{Name: "é😀\n/", DType: U8, Shape: []int64{1}, Begin: 0, End: 1}}},
 		{"empty name", rawFile(`{"":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, 1), nil,
 			[]Tensor{{Name: "", DType: U8, Shape: []int64{1}, Begin: 0, End: 1}}},
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -317,5 +318,24 @@ func TestHeaderJSON(t *testing.T) {
 	js, err = HeaderJSON(empty)
 	if err != nil || string(js) != "{}\n" {
 		t.Errorf("HeaderJSON(empty) = %q, %v", js, err)
+	}
+}
+
+func BenchmarkParse(b *testing.B) {
+	tensors := make([]WriteTensor, 10000)
+	for i := range tensors {
+		tensors[i] = WriteTensor{Name: fmt.Sprintf("model.layers.%d.mlp.weight", i), DType: BF16, Shape: []int64{2, 2}, Data: make([]byte, 8)}
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, tensors, map[string]string{"format": "pt"}); err != nil {
+		b.Fatal(err)
+	}
+	file := buf.Bytes()
+	b.SetBytes(int64(binary.LittleEndian.Uint64(file)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Parse(file, int64(len(file))); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

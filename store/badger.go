@@ -86,6 +86,7 @@ type Badger struct {
 	dir      string
 	opts     Options
 	prealloc *vlogPrealloc
+	codec    codec
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -182,7 +183,7 @@ func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) err
 		if err != nil {
 			return err
 		}
-		return viewItem(item, fn)
+		return s.viewItem(item, fn)
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("block %s: %w", c, ErrNotFound)
@@ -190,12 +191,28 @@ func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) err
 	return err
 }
 
-func viewItem(item *badger.Item, fn func([]byte) error) error {
-	f := frame(item.UserMeta())
-	if f.compression() != compressionNone {
-		return fmt.Errorf("block stored with unknown compression %d", f.compression())
+// viewItem hands fn the block's bytes: a slice of Badger's mapping for raw
+// blocks, a pooled buffer for compressed ones.
+func (s *Badger) viewItem(item *badger.Item, fn func([]byte) error) error {
+	tag := frame(item.UserMeta()).compression()
+	if tag == compressionNone {
+		return item.Value(fn)
 	}
-	return item.Value(fn)
+	return item.Value(func(payload []byte) error {
+		data, release, err := s.codec.decode(payload, tag)
+		if err != nil {
+			return err
+		}
+		defer release()
+		return fn(data)
+	})
+}
+
+// Encode compresses a block's bytes for PutEncoded: byte-grouped for
+// elements of 2 or 4 bytes (float tensors), phase bytes into an element at
+// its start. ok is false when compression would not pay.
+func (s *Badger) Encode(data []byte, elem, phase int) (payload []byte, tag byte, ok bool) {
+	return s.codec.Encode(data, elem, phase)
 }
 
 // Get returns a copy of the block's bytes.
@@ -296,7 +313,7 @@ func (s *Badger) AllBlocks(ctx context.Context, fn func(c cid.Cid, data []byte, 
 			if err != nil {
 				return err
 			}
-			err = viewItem(item, func(b []byte) error {
+			err = s.viewItem(item, func(b []byte) error {
 				if len(b) == 0 && item.ValueSize() > 16 {
 					return fn(c, nil, fmt.Errorf("%s: %w", c, ErrUnreadable))
 				}

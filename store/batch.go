@@ -38,6 +38,10 @@ func (s *Badger) NewBatch() *Batch {
 // Put queues a copy of a block unless it is stored already. The caller
 // vouches that data hashes to c.
 func (b *Batch) Put(ctx context.Context, c cid.Cid, data []byte) error {
+	return b.put(ctx, c, data, compressionNone, len(data))
+}
+
+func (b *Batch) put(ctx context.Context, c cid.Cid, data []byte, tag byte, rawSize int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -51,10 +55,10 @@ func (b *Batch) Put(ctx context.Context, c cid.Cid, data []byte) error {
 	}
 	if dup {
 		b.Skipped++
-		b.SkippedBytes += int64(len(data))
+		b.SkippedBytes += int64(rawSize)
 		return nil
 	}
-	meta := byte(newFrame(compressionNone, c.Prefix().Codec))
+	meta := byte(newFrame(tag, c.Prefix().Codec))
 	err := b.txn.SetEntry(badger.NewEntry(key, b.copyIn(data)).WithMeta(meta))
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		// Commit what is queued (this entry is not part of it), then
@@ -69,11 +73,17 @@ func (b *Batch) Put(ctx context.Context, c cid.Cid, data []byte) error {
 	}
 	b.keys[string(key)] = struct{}{}
 	b.Stored++
-	b.StoredBytes += int64(len(data))
+	b.StoredBytes += int64(rawSize)
 	if len(b.arena) >= b.s.opts.BatchBytes {
 		return b.Flush()
 	}
 	return nil
+}
+
+// PutEncoded queues a block whose payload Encode compressed (tag is what
+// Encode returned); rawSize is the uncompressed length, for the counters.
+func (b *Batch) PutEncoded(ctx context.Context, c cid.Cid, payload []byte, tag byte, rawSize int) error {
+	return b.put(ctx, c, payload, tag, rawSize)
 }
 
 // copyIn copies data into the arena. Queued entries point into it, so it

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sort"
 	"sync"
 
 	"github.com/ipfs/go-cid"
@@ -27,36 +28,77 @@ type Importer struct {
 	// Progress, if set, is called with the byte count of each chunk read.
 	Progress func(n int)
 	// Cuts, if set, looks at the start of the content (peek returns its
-	// first n bytes, or an error when there are fewer) and returns offsets
-	// where chunks must be cut, or nil for content it does not recognise.
-	// Chunking then runs inside each segment between those offsets.
+	// first n bytes, or an error when there are fewer) and returns the
+	// segments chunks must not cross, or nil for content it does not
+	// recognise. Chunking then runs inside each segment.
 	Cuts CutFinder
+	// Encoder, if set (and the putter takes encoded blocks), compresses
+	// the leaves of typed segments in the hashing workers.
+	Encoder Encoder
 }
 
-// CutFinder finds forced cut points from the head of the content.
-type CutFinder func(peek func(n int) ([]byte, error)) []uint64
+// Segment is a run of the content that ends at End; its bytes are
+// elements of Elem bytes (float tensors: 2 or 4), or Elem is 0.
+type Segment struct {
+	End  uint64
+	Elem int
+}
+
+// CutFinder finds the segments of a content from its head.
+type CutFinder func(peek func(n int) ([]byte, error)) []Segment
+
+// Encoder compresses blocks for storage (implemented by the store).
+type Encoder interface {
+	Has(ctx context.Context, c cid.Cid) (bool, error)
+	Encode(data []byte, elem, phase int) (payload []byte, tag byte, ok bool)
+}
+
+// EncodedPutter stores blocks an Encoder compressed.
+type EncodedPutter interface {
+	PutEncoded(ctx context.Context, c cid.Cid, payload []byte, tag byte, rawSize int) error
+}
 
 // ImportReader imports a stream. Chunks are copied out of the splitter into
 // a fixed set of buffers, which bounds the memory of the pipeline; the putter
 // must not retain the data it is handed.
 func (im *Importer) ImportReader(ctx context.Context, r io.Reader) (Node, error) {
-	var cuts []uint64
+	var segs []Segment
 	if im.Cuts != nil {
 		pr := &peekReader{r: r}
-		cuts, r = im.Cuts(pr.peek), pr
+		segs, r = im.Cuts(pr.peek), pr
 	}
-	sp, err := im.splitter(r, cuts)
+	sp, err := im.splitter(r, segs, 0)
 	if err != nil {
 		return Node{}, err
 	}
-	return im.run(ctx, sp, nil, 0, nil)
+	return im.run(ctx, sp, nil, 0, segs, nil)
 }
 
-func (im *Importer) splitter(r io.Reader, cuts []uint64) (chunker.Splitter, error) {
+// splitter cuts at the segment ends after off (r starts at off).
+func (im *Importer) splitter(r io.Reader, segs []Segment, off uint64) (chunker.Splitter, error) {
+	var cuts []uint64
+	for _, s := range segs {
+		if s.End > off {
+			cuts = append(cuts, s.End-off)
+		}
+	}
 	if len(cuts) > 0 {
 		return im.Layout.Chunker.NewWithCuts(r, cuts)
 	}
 	return im.Layout.Chunker.New(r)
+}
+
+// layoutAt returns the element size and phase of content at off.
+func layoutAt(segs []Segment, off uint64) (elem, phase int) {
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].End > off })
+	if i == len(segs) || segs[i].Elem <= 0 {
+		return 0, 0
+	}
+	var start uint64
+	if i > 0 {
+		start = segs[i-1].End
+	}
+	return segs[i].Elem, int((off - start) % uint64(segs[i].Elem))
 }
 
 // peekReader lets a CutFinder look at the head of a stream and then
@@ -119,39 +161,40 @@ func (im *Importer) ImportChunk(ctx context.Context, data []byte) (Node, error) 
 // old chunk boundary after the last change reproduces the old cuts, so an
 // edit in a large file re-chunks and re-hashes only the region around it.
 //
-// cuts are forced cut offsets of the whole content (as a CutFinder gives);
-// those after the prefix apply.
-func (im *Importer) Resume(ctx context.Context, prefix []Node, r io.Reader, cuts []uint64, resync func(end uint64) []Node) (Node, error) {
+// segs are the segments of the whole content (as a CutFinder gives).
+func (im *Importer) Resume(ctx context.Context, prefix []Node, r io.Reader, segs []Segment, resync func(end uint64) []Node) (Node, error) {
 	var off uint64
 	for _, l := range prefix {
 		off += l.Size
 	}
-	var rel []uint64
-	for _, c := range cuts {
-		if c > off {
-			rel = append(rel, c-off)
-		}
-	}
-	sp, err := im.splitter(r, rel)
+	sp, err := im.splitter(r, segs, off)
 	if err != nil {
 		return Node{}, err
 	}
-	return im.run(ctx, sp, prefix, off, resync)
+	return im.run(ctx, sp, prefix, off, segs, resync)
 }
 
 type leafJob struct {
-	data []byte
-	cid  cid.Cid
-	done chan struct{}
+	data        []byte
+	elem, phase int
+	cid         cid.Cid
+	payload     []byte // compressed, when the encoder kept it
+	tag         byte
+	done        chan struct{}
 }
 
-func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node, off uint64, resync func(uint64) []Node) (Node, error) {
+func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node, off uint64, segs []Segment, resync func(uint64) []Node) (Node, error) {
 	if im.Layout.MaxLinks < 2 {
 		return Node{}, fmt.Errorf("unixfs: layout needs at least 2 links per node")
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	enc := im.Encoder
+	encPut, canEncode := im.Put.(EncodedPutter)
+	if !canEncode {
+		enc = nil
+	}
 	workers := im.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -172,11 +215,20 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 				sum := sha256.Sum256(j.data)
 				h, _ := mh.Encode(sum[:], mh.SHA2_256)
 				j.cid = cid.NewCidV1(cid.Raw, h)
+				if enc != nil && j.elem > 0 {
+					// Compress only blocks not stored yet.
+					if has, err := enc.Has(ctx, j.cid); err == nil && !has {
+						if p, tag, ok := enc.Encode(j.data, j.elem, j.phase); ok {
+							j.payload, j.tag = p, tag
+						}
+					}
+				}
 				close(j.done)
 			}
 		}()
 	}
 	var readErr error
+	chunkOff := off
 	go func() {
 		defer close(orderq)
 		defer close(hashq)
@@ -198,6 +250,8 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 				return
 			}
 			j := &leafJob{data: append(buf[:0], ch...), done: make(chan struct{})}
+			j.elem, j.phase = layoutAt(segs, chunkOff)
+			chunkOff += uint64(len(ch))
 			select {
 			case hashq <- j:
 			case <-ctx.Done():
@@ -224,7 +278,12 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 			continue
 		}
 		n := uint64(len(j.data))
-		err := im.Put.Put(ctx, j.cid, j.data)
+		var err error
+		if j.payload != nil {
+			err = encPut.PutEncoded(ctx, j.cid, j.payload, j.tag, len(j.data))
+		} else {
+			err = im.Put.Put(ctx, j.cid, j.data)
+		}
 		bufs <- j.data
 		if err != nil {
 			putErr = err

@@ -396,9 +396,9 @@ func (t *Tree) importContent(ctx context.Context, f *fileData, im *unixfs.Import
 			return nil
 		}
 	}
-	var cuts []uint64
+	var segs []unixfs.Segment
 	if im.Cuts != nil {
-		cuts = im.Cuts(func(n int) ([]byte, error) {
+		segs = im.Cuts(func(n int) ([]byte, error) {
 			if uint64(n) > f.size {
 				return nil, io.ErrUnexpectedEOF
 			}
@@ -407,7 +407,7 @@ func (t *Tree) importContent(ctx context.Context, f *fileData, im *unixfs.Import
 			return b, err
 		})
 	}
-	return im.Resume(ctx, prefix, &fileReader{ctx: ctx, f: f, off: off}, cuts, resync)
+	return im.Resume(ctx, prefix, &fileReader{ctx: ctx, f: f, off: off}, segs, resync)
 }
 
 // fileReader reads a file's current content sequentially, for Flush (which

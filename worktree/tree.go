@@ -26,6 +26,8 @@ type Options struct {
 	// published; fsync publishes at once.
 	PublishInterval time.Duration
 	Logger          *slog.Logger
+	// NoCompression stores float tensors raw instead of byte-grouped zstd.
+	NoCompression bool
 }
 
 // Tree is the working tree. All methods are safe for concurrent use.
@@ -44,6 +46,7 @@ type Tree struct {
 
 	pub       publisher
 	onReplace func(names []string)
+	encoder   unixfs.Encoder // nil: no compression
 
 	// changed tracks files whose content changed (their directories' DAG
 	// nodes must be rebuilt) and files with unflushed writes, so that
@@ -99,6 +102,9 @@ func Open(ctx context.Context, s *store.Badger, o Options) (*Tree, error) {
 	}
 	t := &Tree{s: s, layout: o.Layout, stage: o.StagingDir, log: o.Logger, inodes: map[uint64]*inode{}, nextIno: RootIno + 1,
 		changed: map[uint64]struct{}{}, unflushed: map[uint64]struct{}{}}
+	if !o.NoCompression {
+		t.encoder = s
+	}
 	if err := t.load(ctx); err != nil {
 		return nil, err
 	}

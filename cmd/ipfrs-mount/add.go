@@ -20,6 +20,7 @@ import (
 
 type addFlags struct {
 	recursive, quiet, hidden bool
+	noCompress               bool
 	chunker, profile         string
 }
 
@@ -33,6 +34,7 @@ func addCommand() *command {
 			fs.BoolVarP(&f.quiet, "quieter", "Q", false, "print only the root CID of each PATH")
 			fs.BoolVarP(&f.hidden, "hidden", "H", false, "include files whose names start with a dot")
 			fs.StringVar(&f.chunker, "chunker", "", "fastcdc | fastcdc-MIN-AVG-MAX | size-N (default: the profile's)")
+			fs.BoolVar(&f.noCompress, "no-compress", false, "store float tensors raw (default: byte-grouped zstd when it saves 3%)")
 			fs.StringVar(&f.profile, "profile", "default", "default (FastCDC) | kubo (= ipfs add --cid-version=1 --raw-leaves) | unixfs-v1-2025")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.add(ctx, f, fs.Args()) },
@@ -87,8 +89,11 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 	prog := a.newProgress(total, "adding")
 	ad := &adder{a: a, batch: r.store.NewBatch(), layout: layout, f: f}
 	ad.im = &unixfs.Importer{Put: ad.batch, Layout: layout, Progress: prog.add}
-	if f.profile == "default" {
-		ad.im.Cuts = safetensors.FindCuts // tensor-aware; other profiles keep their CIDs
+	if f.profile == "default" { // tensor-aware; other profiles keep their CIDs
+		ad.im.Cuts = safetensors.FindSegments
+		if !f.noCompress {
+			ad.im.Encoder = r.store
+		}
 	}
 	var roots []unixfs.Node
 	for _, p := range paths {

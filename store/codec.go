@@ -1,0 +1,215 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/compress/huff0"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Storage compression of block payloads (the low nibble of the frame
+// byte). CIDs are always of the uncompressed bytes: compression is invisible
+// above this package. Byte grouping puts byte k of every element in plane k
+// before zstd (the idea of ZipNN and Xet's BG4): the exponent bytes of
+// float weights are few and repetitive and compress well once separated
+// from the near-random mantissa bytes.
+const (
+	compZstd = 1     // plain zstd
+	compBG2  = 2 + 0 // byte-grouped 2-byte elements, phase 0 (2+phase)
+	compBG4  = 4 + 0 // byte-grouped 4-byte elements, phase 0 (4+phase)
+)
+
+// minSaving: a compressed payload is kept only if it saves this fraction;
+// otherwise the block stays raw and is read without a copy.
+const minSaving = 0.03
+
+// codec compresses and decompresses block payloads; one per store, safe for
+// concurrent use.
+type codec struct {
+	once sync.Once
+	enc  *zstd.Encoder
+	dec  *zstd.Decoder
+	bufs sync.Pool // *[]byte of decoded blocks
+}
+
+func (c *codec) init() {
+	c.once.Do(func() {
+		n := runtime.GOMAXPROCS(0)
+		c.enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithEncoderConcurrency(n), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
+		c.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(n), zstd.WithDecoderMaxMemory(64<<20))
+	})
+}
+
+// compTag names the compression for elements of elem bytes, data starting
+// phase bytes into an element.
+func compTag(elem, phase int) byte {
+	switch elem {
+	case 2:
+		return byte(compBG2 + phase%2)
+	case 4:
+		return byte(compBG4 + phase%4)
+	default:
+		return compZstd
+	}
+}
+
+func tagLayout(tag byte) (elem, phase int) {
+	switch {
+	case tag >= compBG4 && tag < compBG4+4:
+		return 4, int(tag - compBG4)
+	case tag >= compBG2 && tag < compBG2+2:
+		return 2, int(tag - compBG2)
+	default:
+		return 1, 0
+	}
+}
+
+// group writes data's bytes plane by plane into dst: byte i goes to plane
+// (i+phase) mod elem.
+func group(dst, data []byte, elem, phase int) []byte {
+	dst = dst[:0]
+	for k := range elem {
+		for i := (k - phase%elem + elem) % elem; i < len(data); i += elem {
+			dst = append(dst, data[i])
+		}
+	}
+	return dst
+}
+
+// ungroup reverses group.
+func ungroup(dst, grouped []byte, elem, phase int) {
+	pos := 0
+	for k := range elem {
+		for i := (k - phase%elem + elem) % elem; i < len(dst); i += elem {
+			dst[i] = grouped[pos]
+			pos++
+		}
+	}
+}
+
+// Encode compresses data, byte-grouped when elem is 2 or 4 (phase is how
+// many bytes into an element data starts): each byte plane is Huffman-coded
+// on its own (huff0, in pieces of 128 KiB), or kept raw when that does not
+// pay, as the mantissa planes of weights rarely do. Other data gets zstd.
+// It reports false when compression does not save enough.
+func (c *codec) Encode(data []byte, elem, phase int) (payload []byte, tag byte, ok bool) {
+	if len(data) < 512 {
+		return nil, 0, false
+	}
+	c.init()
+	tag = compTag(elem, phase)
+	if elem, phase := tagLayout(tag); elem > 1 {
+		grouped := group(make([]byte, 0, len(data)), data, elem, phase)
+		payload = encodePlanes(make([]byte, 0, len(data)), grouped)
+	} else {
+		payload = c.enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+	}
+	if float64(len(payload)) > float64(len(data))*(1-minSaving) {
+		return nil, 0, false
+	}
+	return payload, tag, true
+}
+
+// huffPiece is the size of the pieces planes are Huffman-coded in
+// (huff0 blocks are below 256 KiB).
+const huffPiece = 128 << 10
+
+// encodePlanes appends each piece of each plane as [mode][raw len u32]
+// [coded len u32][bytes]; mode 0 raw, 1 huff0 4X.
+func encodePlanes(dst, grouped []byte) []byte {
+	s := huff0.Scratch{Reuse: huff0.ReusePolicyNone} // every piece carries its table
+	for off := 0; off < len(grouped); off += huffPiece {
+		piece := grouped[off:min(off+huffPiece, len(grouped))]
+		mode, body := byte(0), piece
+		if out, _, err := huff0.Compress4X(piece, &s); err == nil && len(out) < len(piece) {
+			mode, body = 1, out
+		}
+		dst = append(dst, mode)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(piece)))
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(body)))
+		dst = append(dst, body...)
+	}
+	return dst
+}
+
+// decodePlanes reverses encodePlanes into dst.
+func decodePlanes(dst, payload []byte) ([]byte, error) {
+	var s huff0.Scratch
+	for len(payload) > 0 {
+		if len(payload) < 9 {
+			return nil, errors.New("store: truncated plane")
+		}
+		mode := payload[0]
+		rawLen := int(binary.LittleEndian.Uint32(payload[1:]))
+		n := int(binary.LittleEndian.Uint32(payload[5:]))
+		payload = payload[9:]
+		if n > len(payload) || rawLen > huffPiece {
+			return nil, errors.New("store: bad plane length")
+		}
+		body := payload[:n]
+		payload = payload[n:]
+		switch mode {
+		case 0:
+			dst = append(dst, body...)
+		case 1:
+			if cap(dst)-len(dst) < rawLen {
+				dst = append(make([]byte, 0, 2*cap(dst)+rawLen), dst...)
+			}
+			sc, rest, err := huff0.ReadTable(body, &s)
+			if err != nil {
+				return nil, err
+			}
+			out, err := sc.Decoder().Decompress4X(dst[len(dst):len(dst)+rawLen:len(dst)+rawLen], rest)
+			if err != nil || len(out) != rawLen {
+				return nil, fmt.Errorf("store: plane: %v", err)
+			}
+			dst = dst[:len(dst)+rawLen]
+		default:
+			return nil, fmt.Errorf("store: unknown plane mode %d", mode)
+		}
+	}
+	return dst, nil
+}
+
+// decode restores a compressed payload into pooled buffers; release
+// returns them.
+func (c *codec) decode(payload []byte, tag byte) (data []byte, release func(), err error) {
+	c.init()
+	a := c.buf()
+	elem, phase := tagLayout(tag)
+	var plain []byte
+	if elem == 1 {
+		plain, err = c.dec.DecodeAll(payload, (*a)[:0])
+	} else {
+		plain, err = decodePlanes((*a)[:0], payload)
+	}
+	if plain != nil {
+		*a = plain[:0]
+	}
+	if err != nil {
+		c.bufs.Put(a)
+		return nil, nil, fmt.Errorf("store: decompress: %w", err)
+	}
+	if elem == 1 {
+		return plain, func() { c.bufs.Put(a) }, nil
+	}
+	b := c.buf()
+	out := append((*b)[:0], make([]byte, len(plain))...)
+	*b = out[:0]
+	ungroup(out, plain, elem, phase)
+	c.bufs.Put(a)
+	return out, func() { c.bufs.Put(b) }, nil
+}
+
+func (c *codec) buf() *[]byte {
+	if bp, ok := c.bufs.Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, 1<<20)
+	return &b
+}
