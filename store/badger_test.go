@@ -277,3 +277,22 @@ func TestCompressedBlocksReadBack(t *testing.T) {
 		t.Logf("elem %d phase %d: %d -> %d bytes", tt.elem, tt.phase, len(d), len(payload))
 	}
 }
+
+func TestGroupRoundTrip(t *testing.T) {
+	for _, elem := range []int{2, 4} {
+		for phase := range elem {
+			for _, n := range []int{0, 1, 2, 3, 17, 64, 65, 1001} {
+				data := make([]byte, n)
+				for i := range data {
+					data[i] = byte(i*7 + 3)
+				}
+				g := group(nil, data, elem, phase)
+				out := make([]byte, n)
+				ungroup(out, g, elem, phase)
+				if !bytes.Equal(out, data) {
+					t.Fatalf("elem %d phase %d n %d: round trip differs", elem, phase, n)
+				}
+			}
+		}
+	}
+}

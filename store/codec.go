@@ -14,13 +14,13 @@ import (
 // Storage compression of block payloads (the low nibble of the frame
 // byte). CIDs are always of the uncompressed bytes: compression is invisible
 // above this package. Byte grouping puts byte k of every element in plane k
-// before zstd (the idea of ZipNN and Xet's BG4): the exponent bytes of
-// float weights are few and repetitive and compress well once separated
-// from the near-random mantissa bytes.
+// and Huffman-codes each plane (the idea of ZipNN and Xet's BG4): the
+// exponent bytes of float weights take few values and compress well once
+// separated from the near-random mantissa bytes. Other data gets zstd.
 const (
-	compZstd = 1     // plain zstd
-	compBG2  = 2 + 0 // byte-grouped 2-byte elements, phase 0 (2+phase)
-	compBG4  = 4 + 0 // byte-grouped 4-byte elements, phase 0 (4+phase)
+	compZstd = 1 // plain zstd
+	compBG2  = 2 // byte-grouped 2-byte elements: 2+phase
+	compBG4  = 4 // byte-grouped 4-byte elements: 4+phase
 )
 
 // minSaving: a compressed payload is kept only if it saves this fraction;
@@ -81,14 +81,48 @@ func group(dst, data []byte, elem, phase int) []byte {
 	return dst
 }
 
-// ungroup reverses group.
+// ungroup reverses group. Two-byte elements (bf16, f16: most weights)
+// take a loop without modulo arithmetic.
 func ungroup(dst, grouped []byte, elem, phase int) {
+	if elem == 2 {
+		// Byte i is in plane (i+phase)%2, and plane 0 comes first: with
+		// phase 0 the even bytes, with phase 1 the odd ones.
+		odd := len(dst) / 2
+		if phase%2 == 0 {
+			interleave(dst, grouped[:len(dst)-odd], grouped[len(dst)-odd:])
+		} else {
+			interleave(dst, grouped[odd:], grouped[:odd])
+		}
+		return
+	}
 	pos := 0
 	for k := range elem {
 		for i := (k - phase%elem + elem) % elem; i < len(dst); i += elem {
 			dst[i] = grouped[pos]
 			pos++
 		}
+	}
+}
+
+// interleave writes even[0], odd[0], even[1], odd[1], ... into dst.
+func interleave(dst, even, odd []byte) {
+	n := len(odd)
+	even = even[:len(dst)-n]
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		d := dst[2*i : 2*i+16 : 2*i+16]
+		e := even[i : i+8 : i+8]
+		o := odd[i : i+8 : i+8]
+		d[0], d[1], d[2], d[3] = e[0], o[0], e[1], o[1]
+		d[4], d[5], d[6], d[7] = e[2], o[2], e[3], o[3]
+		d[8], d[9], d[10], d[11] = e[4], o[4], e[5], o[5]
+		d[12], d[13], d[14], d[15] = e[6], o[6], e[7], o[7]
+	}
+	for ; i < n; i++ {
+		dst[2*i], dst[2*i+1] = even[i], odd[i]
+	}
+	if len(even) > n {
+		dst[2*n] = even[n]
 	}
 }
 

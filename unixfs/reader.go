@@ -200,8 +200,9 @@ func (f *File) readNode(ctx context.Context, c cid.Cid, off uint64, p []byte) er
 	return nil
 }
 
-// WriteTo writes the whole file to w. Leaves are hashed ahead of the writer
-// by a goroutine per core and then written straight from the store's mapping.
+// WriteTo writes the whole file to w. A goroutine per core reads leaves
+// ahead of the writer, checks their hashes and copies them into buffers
+// (a compressed block is decoded once), which the writer writes in order.
 func (f *File) WriteTo(ctx context.Context, w io.Writer, workers int) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -214,12 +215,27 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, workers int) (int64, er
 	segs := make(chan *seg, 8*workers)
 	jobs := make(chan *seg, 8*workers)
 	var wg sync.WaitGroup
+	bufs := make(chan []byte, 8*workers+max(workers, 1)+1)
+	for range cap(bufs) {
+		bufs <- nil
+	}
 	for range max(workers, 1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for s := range jobs {
-				s.err <- f.viewVerified(ctx, s.c, func([]byte) error { return nil })
+				buf := <-bufs
+				err := f.viewVerified(ctx, s.c, func(b []byte) error {
+					if uint64(len(b)) != s.size {
+						return fmt.Errorf("%s: %w: leaf holds %d bytes, its parent says %d", s.c, ErrMalformed, len(b), s.size)
+					}
+					s.data = append(buf[:0], b...)
+					return nil
+				})
+				if err != nil {
+					bufs <- buf
+				}
+				s.err <- err
 			}
 		}()
 	}
@@ -249,32 +265,21 @@ func (f *File) WriteTo(ctx context.Context, w io.Writer, workers int) (int64, er
 	var total int64
 	var err error
 	for s := range segs {
-		if err != nil {
-			continue
-		}
-		if err = <-s.err; err != nil {
+		serr := <-s.err
+		if err == nil && serr != nil {
+			err = serr
 			cancel()
-			continue
 		}
-		if !s.c.Defined() {
+		if err == nil {
 			var n int
 			n, err = w.Write(s.data)
 			total += int64(n)
 			if err != nil {
 				cancel()
 			}
-			continue
 		}
-		err = f.viewVerified(ctx, s.c, func(b []byte) error {
-			if uint64(len(b)) != s.size {
-				return fmt.Errorf("%s: %w: leaf holds %d bytes, its parent says %d", s.c, ErrMalformed, len(b), s.size)
-			}
-			n, err := w.Write(b)
-			total += int64(n)
-			return err
-		})
-		if err != nil {
-			cancel()
+		if s.c.Defined() && serr == nil {
+			bufs <- s.data // back to the workers
 		}
 	}
 	wg.Wait()

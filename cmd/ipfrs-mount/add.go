@@ -20,7 +20,7 @@ import (
 
 type addFlags struct {
 	recursive, quiet, hidden bool
-	noCompress               bool
+	compress                 bool
 	chunker, profile         string
 }
 
@@ -34,7 +34,7 @@ func addCommand() *command {
 			fs.BoolVarP(&f.quiet, "quieter", "Q", false, "print only the root CID of each PATH")
 			fs.BoolVarP(&f.hidden, "hidden", "H", false, "include files whose names start with a dot")
 			fs.StringVar(&f.chunker, "chunker", "", "fastcdc | fastcdc-MIN-AVG-MAX | size-N (default: the profile's)")
-			fs.BoolVar(&f.noCompress, "no-compress", false, "store float tensors raw (default: byte-grouped zstd when it saves 3%)")
+			fs.BoolVar(&f.compress, "compress", false, "store float tensors of safetensors files byte-grouped and Huffman-coded (smaller; reads cost more CPU)")
 			fs.StringVar(&f.profile, "profile", "default", "default (FastCDC) | kubo (= ipfs add --cid-version=1 --raw-leaves) | unixfs-v1-2025")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.add(ctx, f, fs.Args()) },
@@ -91,7 +91,7 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 	ad.im = &unixfs.Importer{Put: ad.batch, Layout: layout, Progress: prog.add}
 	if f.profile == "default" { // tensor-aware; other profiles keep their CIDs
 		ad.im.Cuts = safetensors.FindSegments
-		if !f.noCompress {
+		if f.compress {
 			ad.im.Encoder = r.store
 		}
 	}

@@ -21,7 +21,7 @@ type mountFlags struct {
 	allowOther, debug bool
 	readAheadKB       int
 	autocommit        time.Duration
-	noCompress        bool
+	compress          bool
 }
 
 func mountCommand() *command {
@@ -34,7 +34,7 @@ func mountCommand() *command {
 			fs.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 			fs.IntVar(&f.readAheadKB, "readahead-kb", 16384, "kernel readahead for the mount, KiB")
 			fs.DurationVar(&f.autocommit, "autocommit", 0, "commit every DURATION when the tree changed (0: never)")
-			fs.BoolVar(&f.noCompress, "no-compress", false, "store float tensors raw (default: byte-grouped zstd when it saves 3%)")
+			fs.BoolVar(&f.compress, "compress", false, "store float tensors of safetensors files byte-grouped and Huffman-coded (smaller; reads cost more CPU)")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
@@ -65,7 +65,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		Layout:        unixfs.DefaultLayout(),
 		StagingDir:    filepath.Join(r.path, "staging"),
 		Logger:        a.log,
-		NoCompression: f.noCompress,
+		Compress:      f.compress,
 	})
 	if err != nil {
 		return err
