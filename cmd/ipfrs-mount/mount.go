@@ -62,10 +62,10 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	defer r.close()
 	a.log = a.log.With("mount", mnt)
 	tree, err := worktree.Open(ctx, r.store, worktree.Options{
-		Layout:        unixfs.DefaultLayout(),
-		StagingDir:    filepath.Join(r.path, "staging"),
-		Logger:        a.log,
-		Compress:      f.compress,
+		Layout:     unixfs.DefaultLayout(),
+		StagingDir: filepath.Join(r.path, "staging"),
+		Logger:     a.log,
+		Compress:   f.compress,
 	})
 	if err != nil {
 		return err
