@@ -28,9 +28,8 @@ type dagNode struct {
 	info  unixfs.Info
 	mtime time.Time
 
-	once sync.Once
+	mu   sync.Mutex
 	file *unixfs.File
-	err  error
 }
 
 var (
@@ -131,18 +130,26 @@ func (n *dagNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	n.once.Do(func() { n.file, n.err = unixfs.OpenFile(ctx, n.bs, n.info.CID) })
-	if n.err != nil {
-		return nil, 0, toErrno(n.log, "open", n.err)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.file == nil {
+		f, err := unixfs.OpenFile(context.WithoutCancel(ctx), n.bs, n.info.CID)
+		if err != nil {
+			return nil, 0, toErrno(n.log, "open", err)
+		}
+		n.file = f
 	}
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *dagNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if n.file == nil {
+	n.mu.Lock()
+	file := n.file
+	n.mu.Unlock()
+	if file == nil {
 		return nil, syscall.EBADF
 	}
-	k, err := n.file.ReadAt(ctx, dest, off)
+	k, err := file.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, toErrno(n.log, "read", err)
 	}

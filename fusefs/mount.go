@@ -38,7 +38,8 @@ func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, chunker: o.Chunker, log: o.Logger}
+	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, chunker: o.Chunker, log: o.Logger,
+		headerSlots: make(chan struct{}, 2)}
 	root := &Node{tree: tree, log: o.Logger, m: m}
 	server, err := MountNode(mountpoint, root, o)
 	if err != nil {
@@ -100,6 +101,9 @@ type mountState struct {
 	blocks  unixfs.BlockViewer
 	chunker string
 	log     *slog.Logger
+
+	headers     headerCache   // parsed safetensors headers for .tensors
+	headerSlots chan struct{} // bounds header reads in flight
 }
 
 // setReadAhead raises the mount's readahead, which the FUSE INIT reply can

@@ -176,6 +176,9 @@ func (n *Node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if n.reserved(name) {
 		return nil, syscall.EEXIST
 	}
+	if _, ok := target.(*Node); !ok {
+		return nil, syscall.EXDEV // a file of .versions or .tensors
+	}
 	a, err := n.tree.Link(ctx, target.EmbeddedInode().StableAttr().Ino, n.ino(), name)
 	if err != nil {
 		return nil, n.errno("link", err)
@@ -289,14 +292,11 @@ func (n *Node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 	const keepSize = 1
 	switch mode {
 	case 0:
-		a, err := n.tree.Getattr(n.ino())
-		if err != nil {
-			return n.errno("fallocate", err)
+		end := off + size
+		if end < off || end > 1<<62 {
+			return syscall.EFBIG
 		}
-		if end := off + size; end > a.Size {
-			_, err = n.tree.Setattr(ctx, n.ino(), worktree.SetAttr{Size: &end})
-		}
-		return n.errno("fallocate", err)
+		return n.errno("fallocate", n.tree.Extend(ctx, n.ino(), end))
 	case keepSize:
 		return 0
 	default:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -69,7 +70,11 @@ func (d *tensorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	case syscall.S_IFDIR:
 		node = &tensorsDir{m: d.m, ino: a.Ino}
 	case syscall.S_IFREG:
-		md := &modelDir{m: d.m, ino: a.Ino}
+		gen, err := d.m.tree.Gen(a.Ino)
+		if err != nil {
+			return nil, toErrno(d.m.log, "lookup", err)
+		}
+		md := &modelDir{m: d.m, ino: a.Ino, gen: gen}
 		if _, err := md.header(ctx); err != nil {
 			if errors.Is(err, errNotModel) {
 				return nil, syscall.ENOENT
@@ -78,6 +83,8 @@ func (d *tensorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 			return nil, syscall.EIO
 		}
 		node = md
+		// The view of one version of one file: a new inode when either changes.
+		name = fmt.Sprintf("%s\x00%d\x00%d", name, a.Ino, gen)
 	default:
 		return nil, syscall.ENOENT
 	}
@@ -86,6 +93,10 @@ func (d *tensorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	out.SetAttrTimeout(refTimeout)
 	return d.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(d.StableAttr().Ino, name)}), 0
 }
+
+// errStale: the file changed since its view was looked up; the kernel looks
+// it up again.
+var errStale = errors.New("stale .tensors view")
 
 // errNotModel marks a file that does not even start like a safetensors
 // file (its .tensors entry does not exist, rather than being broken).
@@ -97,6 +108,7 @@ type modelDir struct {
 	readOnly
 	m   *mountState
 	ino uint64
+	gen uint64 // the file's content generation this view shows
 }
 
 var (
@@ -116,7 +128,21 @@ func (r fileReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return r.tree.ReadAt(r.ctx, r.ino, p, off)
 }
 
+// header returns the file's parsed header, from the mount's cache when the
+// file has not changed. At most two headers are read at a time (one may be
+// up to 100 MB).
 func (d *modelDir) header(ctx context.Context) (*safetensors.Header, error) {
+	if gen, err := d.m.tree.Gen(d.ino); err != nil {
+		return nil, err
+	} else if gen != d.gen {
+		return nil, errStale
+	}
+	key := [2]uint64{d.ino, d.gen}
+	if h := d.m.headers.get(key); h != nil {
+		return h, nil
+	}
+	d.m.headerSlots <- struct{}{}
+	defer func() { <-d.m.headerSlots }()
 	a, err := d.m.tree.Getattr(d.ino)
 	if err != nil {
 		return nil, err
@@ -125,7 +151,43 @@ func (d *modelDir) header(ctx context.Context) (*safetensors.Header, error) {
 	if n, _ := d.m.tree.ReadAt(ctx, d.ino, prefix[:], 0); n < 9 || prefix[8] != '{' {
 		return nil, errNotModel
 	}
-	return safetensors.Read(fileReaderAt{ctx, d.m.tree, d.ino}, int64(a.Size))
+	h, err := safetensors.Read(fileReaderAt{ctx, d.m.tree, d.ino}, int64(a.Size))
+	if err == nil {
+		d.m.headers.put(key, h)
+	}
+	return h, err
+}
+
+// headerCache keeps the last parsed headers by (inode, generation).
+type headerCache struct {
+	mu    sync.Mutex
+	order [][2]uint64
+	m     map[[2]uint64]*safetensors.Header
+}
+
+const headerCacheSize = 16
+
+func (c *headerCache) get(k [2]uint64) *safetensors.Header {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *headerCache) put(k [2]uint64, h *safetensors.Header) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[[2]uint64]*safetensors.Header{}
+	}
+	if _, ok := c.m[k]; ok {
+		return
+	}
+	if len(c.order) == headerCacheSize {
+		delete(c.m, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.order = append(c.order, k)
+	c.m[k] = h
 }
 
 func (d *modelDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -143,7 +205,7 @@ func tensorFileNames(h *safetensors.Header) map[string]tensorView {
 			continue
 		}
 		out[t.Name+".safetensors"] = tensorView{t: t}
-		if _, ok := t.DType.NumpyDescr(); ok {
+		if _, ok := safetensors.NpyHeader(t); ok {
 			out[t.Name+".npy"] = tensorView{t: t, npy: true}
 		}
 	}
@@ -172,6 +234,9 @@ func (d *modelDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (d *modelDir) headerErr(err error) syscall.Errno {
+	if errors.Is(err, errStale) {
+		return syscall.ESTALE
+	}
 	d.m.log.Warn("malformed safetensors file", "ino", d.ino, "err", err)
 	return syscall.EIO
 }
@@ -187,7 +252,7 @@ func (d *modelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		if err != nil {
 			return nil, d.headerErr(err)
 		}
-		node = &tensorFile{m: d.m, ino: d.ino, head: b}
+		node = &tensorFile{m: d.m, ino: d.ino, gen: d.gen, head: b}
 	} else {
 		v, ok := tensorFileNames(h)[name]
 		if !ok {
@@ -199,7 +264,7 @@ func (d *modelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		} else if head, err = safetensors.SingleTensorHeader(v.t); err != nil {
 			return nil, d.headerErr(err)
 		}
-		node = &tensorFile{m: d.m, ino: d.ino, head: head, t: v.t, data: true}
+		node = &tensorFile{m: d.m, ino: d.ino, gen: d.gen, head: head, t: v.t, data: true}
 	}
 	node.fill(&out.Attr)
 	out.SetEntryTimeout(refTimeout)
@@ -213,6 +278,7 @@ type tensorFile struct {
 	readOnly
 	m    *mountState
 	ino  uint64
+	gen  uint64 // the model file's generation the view was made from
 	head []byte
 	t    safetensors.Tensor
 	data bool
@@ -266,6 +332,9 @@ func (f *tensorFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, of
 		n = copy(dest, f.head[off:])
 	}
 	if n < len(dest) {
+		if gen, err := f.m.tree.Gen(f.ino); err != nil || gen != f.gen {
+			return nil, syscall.ESTALE // the model changed: its tensors moved
+		}
 		at := f.t.Begin + off + int64(n) - int64(len(f.head))
 		k, err := f.m.tree.ReadAt(ctx, f.ino, dest[n:], at)
 		if err != nil && !errors.Is(err, io.EOF) {

@@ -13,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/ipfs/go-cid"
 
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/versions"
 )
 
@@ -79,10 +80,11 @@ func (v *versionsRoot) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	}
 	ch := v.NewInode(ctx, node, fs.StableAttr{Mode: mode, Ino: pathIno(v.StableAttr().Ino, name)})
 	if g, ok := node.(*genFile); ok {
-		if errno := g.Getattr(ctx, nil, &fuse.AttrOut{}); errno != 0 {
+		var a fuse.AttrOut
+		if errno := g.Getattr(ctx, nil, &a); errno != 0 {
 			return nil, errno
 		}
-		g.fill(&out.Attr)
+		out.Attr = a.Attr
 	} else {
 		dirAttr(&out.Attr)
 	}
@@ -94,8 +96,7 @@ func (v *versionsRoot) Lookup(ctx context.Context, name string, out *fuse.EntryO
 // genFile is a small read-only file whose text is generated when opened.
 type genFile struct {
 	readOnly
-	gen  func(ctx context.Context) ([]byte, error)
-	size uint64
+	gen func(ctx context.Context) ([]byte, error)
 }
 
 var (
@@ -103,19 +104,14 @@ var (
 	_ fs.NodeOpener    = (*genFile)(nil)
 )
 
-func (g *genFile) fill(out *fuse.Attr) {
-	out.Mode = syscall.S_IFREG | 0o444
-	out.Size = g.size
-	out.Nlink = 1
-}
-
 func (g *genFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	b, err := g.gen(ctx)
 	if err != nil {
 		return toErrno(nil, "versions", err)
 	}
-	g.size = uint64(len(b))
-	g.fill(&out.Attr)
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Size = uint64(len(b))
+	out.Nlink = 1
 	out.SetTimeout(refTimeout)
 	return 0
 }
@@ -274,7 +270,7 @@ func (d *refDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.
 func (m *mountState) commitTree(ctx context.Context, parent *fs.Inode, key string, c cid.Cid, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	cm, err := m.history.Get(ctx, c)
 	if err != nil {
-		if errors.Is(err, versions.ErrUnknownRef) {
+		if errors.Is(err, versions.ErrUnknownRef) || errors.Is(err, store.ErrNotFound) || errors.Is(err, versions.ErrNotCommit) {
 			return nil, syscall.ENOENT
 		}
 		return nil, toErrno(m.log, "commit", err)

@@ -19,7 +19,11 @@ import (
 // Byte i of the file, for i < size, is the staged byte if i is in a dirty
 // span, else byte i of base if i < baseLen, else zero.
 type fileData struct {
-	mu sync.RWMutex
+	mu sync.RWMutex // content; held for a whole flush
+	// attrMu guards size, the times and gen for readers that must not wait
+	// behind a flush (stat, the namespace under Tree.mu); writers of those
+	// fields hold both locks.
+	attrMu sync.Mutex
 
 	base    *unixfs.File // nil for empty content or before first read
 	baseCID cid.Cid      // cid.Undef for empty content
@@ -47,26 +51,36 @@ func newFileData(r record) *fileData {
 }
 
 func (f *fileData) currentSize() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
 	return f.size
 }
 
 func (f *fileData) times() (m, c, a int64) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
 	return f.mtime, f.ctime, f.atime
 }
 
 func (f *fileData) touchCtime(now int64) {
-	f.mu.Lock()
+	f.attrMu.Lock()
 	f.ctime = now
-	f.mu.Unlock()
+	f.attrMu.Unlock()
+}
+
+// changed records a change of content to size at time now. Called with mu
+// held.
+func (f *fileData) changed(size uint64, now int64) {
+	f.attrMu.Lock()
+	f.size = size
+	f.mtime, f.ctime = now, now
+	f.gen++
+	f.attrMu.Unlock()
 }
 
 func (f *fileData) setTimes(atime, mtime *time.Time, now int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
 	f.ctime = now
 	if atime != nil {
 		f.atime = atime.UnixNano()
@@ -79,8 +93,8 @@ func (f *fileData) setTimes(atime, mtime *time.Time, now int64) {
 // KeepCache reports whether the kernel may keep its cached pages of the file
 // for a new open: true when the content has not changed since the last open.
 func (f *fileData) keepCache() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
 	keep := f.gen == f.openGen
 	f.openGen = f.gen
 	return keep
@@ -123,11 +137,16 @@ func (t *Tree) ReadAt(ctx context.Context, ino uint64, p []byte, off int64) (int
 	if err != nil {
 		return 0, err
 	}
-	// Opening the base needs the write lock once; reads then share.
-	f.mu.RLock()
-	needBase := f.stream != nil || f.base == nil && f.baseCID.Defined()
-	f.mu.RUnlock()
-	if needBase {
+	// Ending a stream or opening the base needs the write lock; reads then
+	// share the read lock. Either can become necessary again between the
+	// two (a write starts a stream, a flush replaces the base): check again.
+	for {
+		f.mu.RLock()
+		if f.stream == nil && (f.base != nil || !f.baseCID.Defined()) {
+			defer f.mu.RUnlock()
+			return f.readLocked(ctx, p, uint64(off))
+		}
+		f.mu.RUnlock()
 		f.mu.Lock()
 		err := t.endStream(ino, f)
 		if err == nil {
@@ -138,9 +157,6 @@ func (t *Tree) ReadAt(ctx context.Context, ino uint64, p []byte, off int64) (int
 			return 0, err
 		}
 	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.readLocked(ctx, p, uint64(off))
 }
 
 func (f *fileData) readLocked(ctx context.Context, p []byte, off uint64) (int, error) {
@@ -168,6 +184,9 @@ func (f *fileData) readLocked(ctx context.Context, p []byte, off uint64) (int, e
 		}
 		// [pos, next) is clean: base bytes, then zeros.
 		if pos < f.baseLen {
+			if f.base == nil {
+				return 0, fmt.Errorf("worktree: base of the file not open")
+			}
 			e := min(next, f.baseLen)
 			k, err := f.base.ReadAt(ctx, p[pos-off:e-off], int64(pos))
 			if err != nil && !(errors.Is(err, io.EOF) && uint64(k) == e-pos) {
@@ -192,9 +211,11 @@ func (t *Tree) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (in
 	if off < 0 {
 		return 0, ErrInvalid
 	}
-	t.written(ino)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	// Marked under the lock, after the caller's write: a FlushAll that
+	// cleared the set flushes after us.
+	defer t.written(ino)
 	if f.stream != nil && uint64(off) == f.stream.end {
 		return f.streamWrite(p)
 	}
@@ -216,10 +237,7 @@ func (t *Tree) WriteAt(ctx context.Context, ino uint64, p []byte, off int64) (in
 	n, err := f.stage.WriteAt(p, off)
 	if n > 0 {
 		f.markDirty(uint64(off), uint64(off)+uint64(n))
-		f.size = max(f.size, uint64(off)+uint64(n))
-		now := time.Now().UnixNano()
-		f.mtime, f.ctime = now, now
-		f.gen++
+		f.changed(max(f.size, uint64(off)+uint64(n)), time.Now().UnixNano())
 	}
 	if err != nil {
 		return n, fmt.Errorf("staging: %w", err)
@@ -235,10 +253,7 @@ func (f *fileData) streamWrite(p []byte) (int, error) {
 	if err := f.stream.write(p); err != nil {
 		return 0, err
 	}
-	f.size = max(f.size, f.stream.end)
-	now := time.Now().UnixNano()
-	f.mtime, f.ctime = now, now
-	f.gen++
+	f.changed(max(f.size, f.stream.end), time.Now().UnixNano())
 	return len(p), nil
 }
 
@@ -257,9 +272,9 @@ func (f *fileData) markDirty(off, end uint64) {
 // truncate sets the size; bytes beyond a shrink are forgotten, a grow reads
 // as zeros.
 func (f *fileData) truncate(t *Tree, ino, size uint64) error {
-	t.written(ino)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer t.written(ino)
 	if err := t.endStream(ino, f); err != nil {
 		return err
 	}
@@ -277,12 +292,27 @@ func (f *fileData) truncate(t *Tree, ino, size uint64) error {
 			}
 		}
 	}
-	if size != f.size {
-		f.size = size
-		f.gen++
+	f.changed(size, time.Now().UnixNano())
+	return nil
+}
+
+// Extend grows the file to end (fallocate); it never shrinks it, even when
+// a write lands meanwhile.
+func (t *Tree) Extend(ctx context.Context, ino, end uint64) error {
+	f, err := t.fileOf(ino)
+	if err != nil {
+		return err
 	}
-	now := time.Now().UnixNano()
-	f.mtime, f.ctime = now, now
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if end <= f.size {
+		return nil
+	}
+	if err := t.endStream(ino, f); err != nil {
+		return err
+	}
+	defer t.written(ino)
+	f.changed(end, time.Now().UnixNano())
 	return nil
 }
 
@@ -422,4 +452,16 @@ func (r *fileReader) Read(p []byte) (int, error) {
 	n, err := r.f.readLocked(r.ctx, p, r.off)
 	r.off += uint64(n)
 	return n, err
+}
+
+// Gen returns a number that changes whenever ino's content changes (views
+// derived from a file, like .tensors, use it to notice they are stale).
+func (t *Tree) Gen(ino uint64) (uint64, error) {
+	f, err := t.fileOf(ino)
+	if err != nil {
+		return 0, err
+	}
+	f.attrMu.Lock()
+	defer f.attrMu.Unlock()
+	return f.gen, nil
 }

@@ -106,9 +106,8 @@ func (p *publisher) publishNow(ctx context.Context, t *Tree) error {
 		}
 		ins = append(ins, in)
 	}
-	// Bounded transactions: Badger refuses very large ones.
 	for len(ins) > 0 {
-		n := min(len(ins), 1000)
+		n := min(len(ins), metaBatch)
 		if err := t.persist(ctx, nil, ins[:n]...); err != nil {
 			requeue()
 			return err

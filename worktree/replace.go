@@ -34,6 +34,9 @@ func (t *Tree) Replace(ctx context.Context, p string, c cid.Cid) ([]string, erro
 	if err := checkDAG(ctx, t.s, c, 0); err != nil {
 		return nil, err
 	}
+	// From here on the tree changes in memory: finish even if the caller
+	// goes away, so that memory and the repo stay the same.
+	ctx = context.WithoutCancel(ctx)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ops := &metaOps{}
@@ -134,29 +137,13 @@ func (o *metaOps) set(k string, v []byte) {
 }
 func (o *metaOps) del(k string) { o.dels = append(o.dels, k) }
 
-// applyLocked writes the changes in transactions of bounded size. A crash
-// between two of them leaves part of the old tree beside part of the new
-// one, never a name without its inode.
+// applyLocked writes the changes in transactions of bounded size: the new
+// inodes, then the new names, then the deletions of what no longer exists.
+// A crash between two transactions leaves old names beside new ones, each
+// pointing at an inode that exists.
 func (t *Tree) applyLocked(ctx context.Context, o *metaOps) error {
-	const per = 2000
-	for len(o.dels) > 0 {
-		n := min(len(o.dels), per)
-		batch := o.dels[:n]
-		o.dels = o.dels[n:]
-		if err := t.s.UpdateMeta(ctx, func(tx store.MetaTxn) error {
-			for _, k := range batch {
-				if err := tx.Delete(k); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-	}
-	// Records before the names that point at them.
 	for len(o.ins) > 0 {
-		n := min(len(o.ins), per)
+		n := min(len(o.ins), metaBatch)
 		if err := t.persist(ctx, nil, o.ins[:n]...); err != nil {
 			return err
 		}
@@ -166,18 +153,36 @@ func (t *Tree) applyLocked(ctx context.Context, o *metaOps) error {
 	for k := range o.sets {
 		keys = append(keys, k)
 	}
+	if err := t.inBatches(ctx, keys, func(tx store.MetaTxn, k string) error { return tx.Set(k, o.sets[k]) }); err != nil {
+		return err
+	}
+	dels := o.dels[:0]
+	for _, k := range o.dels {
+		if _, reset := o.sets[k]; !reset {
+			dels = append(dels, k)
+		}
+	}
+	return t.inBatches(ctx, dels, func(tx store.MetaTxn, k string) error { return tx.Delete(k) })
+}
+
+// metaBatch bounds the keys one metadata transaction writes (Badger
+// refuses very large transactions).
+const metaBatch = 1000
+
+func (t *Tree) inBatches(ctx context.Context, keys []string, fn func(store.MetaTxn, string) error) error {
 	for len(keys) > 0 {
-		n := min(len(keys), per)
+		n := min(len(keys), metaBatch)
 		batch := keys[:n]
 		keys = keys[n:]
-		if err := t.s.UpdateMeta(ctx, func(tx store.MetaTxn) error {
+		err := t.s.UpdateMeta(ctx, func(tx store.MetaTxn) error {
 			for _, k := range batch {
-				if err := tx.Set(k, o.sets[k]); err != nil {
+				if err := fn(tx, k); err != nil {
 					return err
 				}
 			}
 			return nil
-		}); err != nil {
+		})
+		if err != nil {
 			return err
 		}
 	}

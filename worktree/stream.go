@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
@@ -68,6 +69,9 @@ func (t *Tree) endStream(ino uint64, f *fileData) error {
 	f.stream = nil
 	n, err := s.finish()
 	if err != nil {
+		// What was streamed is lost: the file is what it was before the
+		// stream, rather than zeros where the data was.
+		f.changed(f.baseLen, time.Now().UnixNano())
 		return err
 	}
 	f.base, f.baseCID, f.baseTs, f.baseSz, f.baseLen = nil, n.CID, n.Tsize, n.Size, n.Size
@@ -100,6 +104,11 @@ func newBufferedPipe(n int) *bufferedPipe {
 }
 
 func (p *bufferedPipe) Write(b []byte) (int, error) {
+	select {
+	case <-p.readFail:
+		return 0, p.err
+	default:
+	}
 	var buf []byte
 	select {
 	case buf = <-p.free:

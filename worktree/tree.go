@@ -605,6 +605,21 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 	if flags&^(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
 		return ErrInvalid
 	}
+	// Renaming a freshly written file over another is how programs replace
+	// files: make the new content durable first (as ext4's auto_da_alloc
+	// does), so that after a crash the name holds the old content or the
+	// new one, never an empty file.
+	t.mu.Lock()
+	src, replace := t.renameSourceLocked(parent, name, newParent, newName)
+	t.mu.Unlock()
+	if replace {
+		if err := t.Flush(ctx, src); err != nil {
+			return err
+		}
+		if err := t.pub.publishNow(ctx, t); err != nil {
+			return err
+		}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p, err := t.dir(parent)
@@ -726,6 +741,21 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 		sin.parent = newParent
 	}
 	return nil
+}
+
+// renameSourceLocked returns the regular file a rename would put over an
+// existing name.
+func (t *Tree) renameSourceLocked(parent uint64, name string, newParent uint64, newName string) (uint64, bool) {
+	p, np := t.inodes[parent], t.inodes[newParent]
+	if p == nil || np == nil || p.children == nil || np.children == nil {
+		return 0, false
+	}
+	src, ok := p.children[name]
+	if !ok || t.inodes[src].f == nil {
+		return 0, false
+	}
+	_, exists := np.children[newName]
+	return src, exists
 }
 
 // isAncestorLocked reports whether directory a is d or one of its ancestors.
