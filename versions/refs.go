@@ -198,6 +198,10 @@ func ValidName(name string) error {
 // least 6 characters of a commit CID string. Any of these may end in "~N"
 // (N first parents back; "~" alone is "~1"), as in "HEAD~2" or "v1~1".
 func (h *History) Resolve(ctx context.Context, ref string) (cid.Cid, error) {
+	// Bounds the ~ recursion below (a hostile ref of a million tildes).
+	if len(ref) > maxRefLen || strings.Count(ref, "~") > maxTildes {
+		return cid.Undef, fmt.Errorf("versions: ref of %d bytes: %w", len(ref), ErrUnknownRef)
+	}
 	if i := strings.LastIndexByte(ref, '~'); i >= 0 {
 		n := 1
 		if s := ref[i+1:]; s != "" {
@@ -346,3 +350,9 @@ func (h *History) noCommits(ctx context.Context) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// Limits on the refs Resolve accepts.
+const (
+	maxRefLen = 1024
+	maxTildes = 64
+)

@@ -133,6 +133,8 @@ func serveControl(ctx context.Context, r *repo, tree *worktree.Tree, log *slog.L
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]struct{}{}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -141,10 +143,23 @@ func serveControl(ctx context.Context, r *repo, tree *worktree.Tree, log *slog.L
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns[conn] = struct{}{}
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer conn.Close()
+				defer func() {
+					mu.Lock()
+					delete(conns, conn)
+					mu.Unlock()
+					conn.Close()
+				}()
+				defer func() {
+					if p := recover(); p != nil {
+						log.Error("control socket: command panicked", "panic", p)
+					}
+				}()
 				serveConn(ctx, conn, r, tree, log)
 			}()
 		}
@@ -153,6 +168,11 @@ func serveControl(ctx context.Context, r *repo, tree *worktree.Tree, log *slog.L
 		cancel()
 		ln.Close()
 		os.Remove(path)
+		mu.Lock()
+		for c := range conns {
+			c.Close() // clients still connected must not keep the daemon
+		}
+		mu.Unlock()
 		wg.Wait()
 	}, nil
 }
@@ -162,7 +182,9 @@ func serveConn(ctx context.Context, conn net.Conn, r *repo, tree *worktree.Tree,
 	stdout := frameWriter{&mu, conn, frameStdout}
 	stderr := frameWriter{&mu, conn, frameStderr}
 	exit := func(code int) { frameWriter{&mu, conn, frameExit}.Write([]byte{byte(code)}) }
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // for the request line
 	line, err := bufio.NewReaderSize(io.LimitReader(conn, maxRequest), 64<<10).ReadBytes('\n')
+	conn.SetReadDeadline(time.Time{})
 	var req controlRequest
 	if err == nil {
 		err = json.Unmarshal(line, &req)
