@@ -168,18 +168,12 @@ func (n *dagNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint3
 		return 0, syscall.ENODATA
 	}
 	v := n.info.CID.String()
-	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
-	}
-	return uint32(copy(dest, v)), 0
+	return xattrReply(dest, []byte(v))
 }
 
 func (n *dagNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	v := worktree.CIDXattr + "\x00"
-	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
-	}
-	return uint32(copy(dest, v)), 0
+	return xattrReply(dest, []byte(v))
 }
 
 // readOnly refuses every change with EROFS; read-only node types embed it.

@@ -50,3 +50,12 @@ func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 	log.Error("I/O error", "op", op, "err", err)
 	return syscall.EIO
 }
+
+// xattrReply answers a getxattr or listxattr with v: the size and ERANGE
+// when dest is too small (a size-0 probe included), else the bytes.
+func xattrReply(dest, v []byte) (uint32, syscall.Errno) {
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}

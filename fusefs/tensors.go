@@ -361,10 +361,7 @@ func (f *tensorFile) Getxattr(ctx context.Context, attr string, dest []byte) (ui
 	if !ok {
 		return 0, syscall.ENODATA
 	}
-	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
-	}
-	return uint32(copy(dest, v)), 0
+	return xattrReply(dest, []byte(v))
 }
 
 func (f *tensorFile) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
@@ -372,10 +369,7 @@ func (f *tensorFile) Listxattr(ctx context.Context, dest []byte) (uint32, syscal
 	for _, k := range sortedNames(mapKeys(f.xattrs())) {
 		b = append(append(b, k...), 0)
 	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), syscall.ERANGE
-	}
-	return uint32(copy(dest, b)), 0
+	return xattrReply(dest, []byte(b))
 }
 
 func mapKeys(m map[string]string) []string {
