@@ -102,8 +102,7 @@ type mountState struct {
 	chunker string
 	log     *slog.Logger
 
-	headers     headerCache   // parsed safetensors headers for .tensors
-	headerSlots chan struct{} // bounds header reads in flight
+	headerSlots chan struct{} // bounds reads of commit files' headers in flight
 }
 
 // setReadAhead raises the mount's readahead, which the FUSE INIT reply can

@@ -11,8 +11,10 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/ipfs/go-cid"
 
 	"github.com/ipfrs/ipfrs-mount/safetensors"
+	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
@@ -61,6 +63,11 @@ func (d *tensorsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) 
 }
 
 func (d *tensorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if name == VersionsDir && d.ino == worktree.RootIno && d.m.history != nil {
+		dirAttr(&out.Attr)
+		out.SetEntryTimeout(refTimeout)
+		return d.NewInode(ctx, &tensorsVersions{m: d.m}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(d.StableAttr().Ino, name)}), 0
+	}
 	a, err := d.m.tree.Lookup(d.ino, name)
 	if err != nil {
 		return nil, toErrno(d.m.log, "lookup", err)
@@ -74,8 +81,8 @@ func (d *tensorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		if err != nil {
 			return nil, toErrno(d.m.log, "lookup", err)
 		}
-		md := &modelDir{m: d.m, ino: a.Ino, gen: gen}
-		if _, err := md.header(ctx); err != nil {
+		md := &modelDir{m: d.m, src: &treeModel{m: d.m, ino: a.Ino, gen: gen}}
+		if _, err := md.src.header(ctx); err != nil {
 			if errors.Is(err, errNotModel) {
 				return nil, syscall.ENOENT
 			}
@@ -102,13 +109,29 @@ var errStale = errors.New("stale .tensors view")
 // file (its .tensors entry does not exist, rather than being broken).
 var errNotModel = errors.New("not a safetensors file")
 
-// modelDir lists the tensors of one safetensors file of the working tree.
-// The header is read again at every lookup, so the view follows the file.
+// modelDir lists the tensors of one safetensors file: one version of a
+// working-tree file (a changed file gets a new view), or a commit's file.
 type modelDir struct {
 	readOnly
 	m   *mountState
-	ino uint64
-	gen uint64 // the file's content generation this view shows
+	src modelSource
+}
+
+// modelSource is the safetensors file a .tensors directory shows: one
+// version of a working-tree file, or a file of a commit.
+type modelSource interface {
+	// header parses the file's header: errNotModel when the file does
+	// not start like one, errStale when the file changed since the view
+	// was made.
+	header(ctx context.Context) (*safetensors.Header, error)
+	// readAt reads the file; errStale when it changed.
+	readAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// treeModel is a working-tree file at content generation gen.
+type treeModel struct {
+	m        *mountState
+	ino, gen uint64
 }
 
 var (
@@ -117,78 +140,67 @@ var (
 	_ fs.NodeGetattrer = (*modelDir)(nil)
 )
 
-// fileReaderAt reads a working-tree file.
-type fileReaderAt struct {
-	ctx  context.Context
-	tree *worktree.Tree
-	ino  uint64
-}
-
-func (r fileReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	return r.tree.ReadAt(r.ctx, r.ino, p, off)
-}
-
-// header returns the file's parsed header, from the mount's cache when the
-// file has not changed. At most two headers are read at a time (one may be
-// up to 100 MB).
-func (d *modelDir) header(ctx context.Context) (*safetensors.Header, error) {
-	if gen, err := d.m.tree.Gen(d.ino); err != nil {
+// header returns the file's tensor table (cached by the working tree per
+// content generation).
+func (s *treeModel) header(ctx context.Context) (*safetensors.Header, error) {
+	h, gen, err := s.m.tree.Tensors(ctx, s.ino)
+	switch {
+	case errors.Is(err, worktree.ErrNotModel):
+		return nil, errNotModel
+	case err != nil:
 		return nil, err
-	} else if gen != d.gen {
+	case gen != s.gen:
 		return nil, errStale
 	}
-	key := [2]uint64{d.ino, d.gen}
-	if h := d.m.headers.get(key); h != nil {
-		return h, nil
+	return h, nil
+}
+
+func (s *treeModel) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if gen, err := s.m.tree.Gen(s.ino); err != nil || gen != s.gen {
+		return 0, errStale // the model changed: its tensors moved
 	}
-	d.m.headerSlots <- struct{}{}
-	defer func() { <-d.m.headerSlots }()
-	a, err := d.m.tree.Getattr(d.ino)
-	if err != nil {
-		return nil, err
-	}
+	return s.m.tree.ReadAt(ctx, s.ino, p, off)
+}
+
+// readHeader reads the safetensors header of a commit's file; at most two
+// are read at a time (one may be up to 100 MB).
+func readHeader(ctx context.Context, m *mountState, r io.ReaderAt, size int64) (*safetensors.Header, error) {
+	m.headerSlots <- struct{}{}
+	defer func() { <-m.headerSlots }()
 	var prefix [9]byte
-	if n, _ := d.m.tree.ReadAt(ctx, d.ino, prefix[:], 0); n < 9 || prefix[8] != '{' {
+	if n, _ := r.ReadAt(prefix[:], 0); n < 9 || prefix[8] != '{' {
 		return nil, errNotModel
 	}
-	h, err := safetensors.Read(fileReaderAt{ctx, d.m.tree, d.ino}, int64(a.Size))
-	if err == nil {
-		d.m.headers.put(key, h)
-	}
-	return h, err
+	return safetensors.Read(r, size)
 }
 
-// headerCache keeps the last parsed headers by (inode, generation).
-type headerCache struct {
-	mu    sync.Mutex
-	order [][2]uint64
-	m     map[[2]uint64]*safetensors.Header
+// dagModel is a file of a commit: immutable, its header parsed once.
+type dagModel struct {
+	m    *mountState
+	file *unixfs.File
+	once sync.Once
+	h    *safetensors.Header
+	err  error
 }
 
-const headerCacheSize = 16
-
-func (c *headerCache) get(k [2]uint64) *safetensors.Header {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[k]
+func (s *dagModel) header(ctx context.Context) (*safetensors.Header, error) {
+	s.once.Do(func() {
+		ctx := context.WithoutCancel(ctx)
+		s.h, s.err = readHeader(ctx, s.m, dagReaderAt{ctx, s.file}, int64(s.file.Size()))
+	})
+	return s.h, s.err
 }
 
-func (c *headerCache) put(k [2]uint64, h *safetensors.Header) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[[2]uint64]*safetensors.Header{}
-	}
-	if _, ok := c.m[k]; ok {
-		return
-	}
-	if len(c.order) == headerCacheSize {
-		delete(c.m, c.order[0])
-		c.order = c.order[1:]
-	}
-	c.order = append(c.order, k)
-	c.m[k] = h
+func (s *dagModel) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+	return s.file.ReadAt(ctx, p, off)
 }
+
+type dagReaderAt struct {
+	ctx  context.Context
+	file *unixfs.File
+}
+
+func (r dagReaderAt) ReadAt(p []byte, off int64) (int, error) { return r.file.ReadAt(r.ctx, p, off) }
 
 func (d *modelDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	dirAttr(&out.Attr)
@@ -218,7 +230,7 @@ type tensorView struct {
 }
 
 func (d *modelDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	h, err := d.header(ctx)
+	h, err := d.src.header(ctx)
 	if err != nil {
 		return nil, d.headerErr(err)
 	}
@@ -237,12 +249,12 @@ func (d *modelDir) headerErr(err error) syscall.Errno {
 	if errors.Is(err, errStale) {
 		return syscall.ESTALE
 	}
-	d.m.log.Warn("malformed safetensors file", "ino", d.ino, "err", err)
+	d.m.log.Warn("malformed safetensors file", "err", err)
 	return syscall.EIO
 }
 
 func (d *modelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	h, err := d.header(ctx)
+	h, err := d.src.header(ctx)
 	if err != nil {
 		return nil, d.headerErr(err)
 	}
@@ -252,7 +264,7 @@ func (d *modelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		if err != nil {
 			return nil, d.headerErr(err)
 		}
-		node = &tensorFile{m: d.m, ino: d.ino, gen: d.gen, head: b}
+		node = &tensorFile{m: d.m, src: d.src, head: b}
 	} else {
 		v, ok := tensorFileNames(h)[name]
 		if !ok {
@@ -264,7 +276,7 @@ func (d *modelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		} else if head, err = safetensors.SingleTensorHeader(v.t); err != nil {
 			return nil, d.headerErr(err)
 		}
-		node = &tensorFile{m: d.m, ino: d.ino, gen: d.gen, head: head, t: v.t, data: true}
+		node = &tensorFile{m: d.m, src: d.src, head: head, t: v.t, data: true}
 	}
 	node.fill(&out.Attr)
 	out.SetEntryTimeout(refTimeout)
@@ -277,8 +289,7 @@ func (d *modelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 type tensorFile struct {
 	readOnly
 	m    *mountState
-	ino  uint64
-	gen  uint64 // the model file's generation the view was made from
+	src  modelSource
 	head []byte
 	t    safetensors.Tensor
 	data bool
@@ -332,11 +343,11 @@ func (f *tensorFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, of
 		n = copy(dest, f.head[off:])
 	}
 	if n < len(dest) {
-		if gen, err := f.m.tree.Gen(f.ino); err != nil || gen != f.gen {
-			return nil, syscall.ESTALE // the model changed: its tensors moved
-		}
 		at := f.t.Begin + off + int64(n) - int64(len(f.head))
-		k, err := f.m.tree.ReadAt(ctx, f.ino, dest[n:], at)
+		k, err := f.src.readAt(ctx, dest[n:], at)
+		if errors.Is(err, errStale) {
+			return nil, syscall.ESTALE
+		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, toErrno(f.m.log, "read tensor", err)
 		}
@@ -378,4 +389,173 @@ func mapKeys(m map[string]string) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// tensorsVersions is .tensors/.versions: commits/, branches/ and tags/,
+// each entry the tensor view of that commit's tree.
+type tensorsVersions struct {
+	readOnly
+	m *mountState
+}
+
+var (
+	_ fs.NodeLookuper  = (*tensorsVersions)(nil)
+	_ fs.NodeReaddirer = (*tensorsVersions)(nil)
+	_ fs.NodeGetattrer = (*tensorsVersions)(nil)
+)
+
+func (v *tensorsVersions) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr)
+	return 0
+}
+
+func (v *tensorsVersions) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	return listDirs(v.StableAttr().Ino, []string{"branches", "commits", "tags"}), 0
+}
+
+func (v *tensorsVersions) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	var node fs.InodeEmbedder
+	switch name {
+	case "commits":
+		node = &tensorsRefs{m: v.m}
+	case "branches":
+		node = &tensorsRefs{m: v.m, list: v.m.history.Branches}
+	case "tags":
+		node = &tensorsRefs{m: v.m, list: v.m.history.Tags}
+	default:
+		return nil, syscall.ENOENT
+	}
+	dirAttr(&out.Attr)
+	return v.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(v.StableAttr().Ino, name)}), 0
+}
+
+// tensorsRefs lists commits (list nil) or refs; each entry is the tensor
+// view of a commit's tree.
+type tensorsRefs struct {
+	readOnly
+	m    *mountState
+	list func(context.Context) (map[string]cid.Cid, error)
+}
+
+var (
+	_ fs.NodeLookuper  = (*tensorsRefs)(nil)
+	_ fs.NodeReaddirer = (*tensorsRefs)(nil)
+	_ fs.NodeGetattrer = (*tensorsRefs)(nil)
+)
+
+func (d *tensorsRefs) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr)
+	out.SetTimeout(refTimeout)
+	return 0
+}
+
+func (d *tensorsRefs) refs(ctx context.Context) (map[string]cid.Cid, error) {
+	if d.list != nil {
+		return d.list(ctx)
+	}
+	out := map[string]cid.Cid{}
+	err := d.m.history.Commits(ctx, func(c cid.Cid) error {
+		out[c.String()] = c
+		return nil
+	})
+	return out, err
+}
+
+func (d *tensorsRefs) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	refs, err := d.refs(ctx)
+	if err != nil {
+		return nil, toErrno(d.m.log, "readdir", err)
+	}
+	names := make([]string, 0, len(refs))
+	for n := range refs {
+		names = append(names, n)
+	}
+	return listDirs(d.StableAttr().Ino, names), 0
+}
+
+func (d *tensorsRefs) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	refs, err := d.refs(ctx)
+	if err != nil {
+		return nil, toErrno(d.m.log, "lookup", err)
+	}
+	c, ok := refs[name]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	cm, err := d.m.history.Get(ctx, c)
+	if err != nil {
+		return nil, toErrno(d.m.log, "lookup", err)
+	}
+	dirAttr(&out.Attr)
+	out.SetEntryTimeout(refTimeout)
+	return d.NewInode(ctx, &tensorsDAGDir{m: d.m, c: cm.Tree}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(d.StableAttr().Ino, name+"@"+c.String())}), 0
+}
+
+// tensorsDAGDir mirrors a directory of a commit's tree.
+type tensorsDAGDir struct {
+	readOnly
+	m *mountState
+	c cid.Cid
+}
+
+var (
+	_ fs.NodeLookuper  = (*tensorsDAGDir)(nil)
+	_ fs.NodeReaddirer = (*tensorsDAGDir)(nil)
+	_ fs.NodeGetattrer = (*tensorsDAGDir)(nil)
+)
+
+func (d *tensorsDAGDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr)
+	return 0
+}
+
+func (d *tensorsDAGDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ents, err := unixfs.ReadDir(ctx, d.m.blocks, d.c)
+	if err != nil {
+		return nil, toErrno(d.m.log, "readdir", err)
+	}
+	var names []string
+	for _, e := range ents {
+		info, err := unixfs.Stat(ctx, d.m.blocks, e.CID)
+		if err != nil {
+			return nil, toErrno(d.m.log, "readdir", err)
+		}
+		if info.Kind == unixfs.KindDirectory || info.Kind == unixfs.KindFile && strings.HasSuffix(e.Name, ".safetensors") {
+			names = append(names, e.Name)
+		}
+	}
+	return listDirs(d.StableAttr().Ino, names), 0
+}
+
+func (d *tensorsDAGDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	c, err := unixfs.Resolve(ctx, d.m.blocks, d.c, name)
+	if err != nil {
+		return nil, toErrno(d.m.log, "lookup", err)
+	}
+	info, err := unixfs.Stat(ctx, d.m.blocks, c)
+	if err != nil {
+		return nil, toErrno(d.m.log, "lookup", err)
+	}
+	var node fs.InodeEmbedder
+	switch info.Kind {
+	case unixfs.KindDirectory:
+		node = &tensorsDAGDir{m: d.m, c: c}
+	case unixfs.KindFile:
+		file, err := unixfs.OpenFile(context.WithoutCancel(ctx), d.m.blocks, c)
+		if err != nil {
+			return nil, toErrno(d.m.log, "lookup", err)
+		}
+		md := &modelDir{m: d.m, src: &dagModel{m: d.m, file: file}}
+		if _, err := md.src.header(ctx); err != nil {
+			if errors.Is(err, errNotModel) {
+				return nil, syscall.ENOENT
+			}
+			return nil, md.headerErr(err)
+		}
+		node = md
+	default:
+		return nil, syscall.ENOENT
+	}
+	dirAttr(&out.Attr)
+	return d.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(d.StableAttr().Ino, name+"@"+c.String())}), 0
 }

@@ -170,6 +170,21 @@ print("ok")`
 	if _, err := os.Stat(filepath.Join(view, "header.json")); err != nil {
 		t.Fatal(err)
 	}
+
+	// The same views for a committed version, after the file changed.
+	commit := strings.TrimSpace(must(t, repo, "commit", "-m", "step2"))
+	if b, err := exec.Command("cp", filepath.Join(src, "base.safetensors"), dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp over: %v %s", err, b)
+	}
+	old := filepath.Join(mnt, ".versions", "commits", commit, "ckpt", "model.safetensors")
+	oldView := filepath.Join(mnt, ".tensors", ".versions", "commits", commit, "ckpt", "model.safetensors")
+	if out, err := exec.Command(py, "-c", check, old, filepath.Join(oldView, tensor+".safetensors"), filepath.Join(oldView, tensor+".npy"), tensor).CombinedOutput(); err != nil {
+		t.Fatalf(".tensors of a commit: %v %s", err, out)
+	}
+	// And the working tree's view follows the new content.
+	if out, err := exec.Command(py, "-c", check, dst, filepath.Join(view, tensor+".safetensors"), filepath.Join(view, tensor+".npy"), tensor).CombinedOutput(); err != nil {
+		t.Fatalf(".tensors after the file changed: %v %s", err, out)
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,10 @@
 package worktree
 
 import (
+	"context"
+	"errors"
+	"sync"
+
 	"github.com/ipfrs/ipfrs-mount/safetensors"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
@@ -11,4 +15,84 @@ import (
 // compression of their float tensors when the tree was opened with it.
 func (t *Tree) importer(put unixfs.BlockPutter) *unixfs.Importer {
 	return &unixfs.Importer{Put: put, Layout: t.layout, Cuts: safetensors.FindSegments, Encoder: t.encoder}
+}
+
+// ErrNotModel: the file does not start like a safetensors file.
+var ErrNotModel = errors.New("not a safetensors file")
+
+// Tensors returns the tensor table of the safetensors file ino (which
+// tensor lives at which byte range) and the content generation it belongs
+// to, for views and for a read path that fetches whole tensors once the
+// header has been read. Tables are cached per generation; at most two
+// headers (up to 100 MB each) are read at a time. A file that does not
+// start like a safetensors file gives ErrNotModel; a malformed one, an
+// error wrapping safetensors.ErrNotSafetensors.
+func (t *Tree) Tensors(ctx context.Context, ino uint64) (*safetensors.Header, uint64, error) {
+	gen, err := t.Gen(ino)
+	if err != nil {
+		return nil, 0, err
+	}
+	key := [2]uint64{ino, gen}
+	if h := t.tables.get(key); h != nil {
+		return h, gen, nil
+	}
+	t.tableSlots <- struct{}{}
+	defer func() { <-t.tableSlots }()
+	a, err := t.Getattr(ino)
+	if err != nil {
+		return nil, 0, err
+	}
+	r := fileReaderAt{ctx: ctx, t: t, ino: ino}
+	var prefix [9]byte
+	if n, _ := r.ReadAt(prefix[:], 0); n < 9 || prefix[8] != '{' {
+		return nil, gen, ErrNotModel
+	}
+	h, err := safetensors.Read(r, int64(a.Size))
+	if err != nil {
+		return nil, gen, err
+	}
+	t.tables.put(key, h)
+	return h, gen, nil
+}
+
+type fileReaderAt struct {
+	ctx context.Context
+	t   *Tree
+	ino uint64
+}
+
+func (r fileReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	return r.t.ReadAt(r.ctx, r.ino, p, off)
+}
+
+// tableCache keeps the last parsed tensor tables by (inode, generation).
+type tableCache struct {
+	mu    sync.Mutex
+	order [][2]uint64
+	m     map[[2]uint64]*safetensors.Header
+}
+
+const tableCacheSize = 16
+
+func (c *tableCache) get(k [2]uint64) *safetensors.Header {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *tableCache) put(k [2]uint64, h *safetensors.Header) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[[2]uint64]*safetensors.Header{}
+	}
+	if _, ok := c.m[k]; ok {
+		return
+	}
+	if len(c.order) == tableCacheSize {
+		delete(c.m, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.order = append(c.order, k)
+	c.m[k] = h
 }

@@ -50,6 +50,9 @@ type Tree struct {
 	onReplace func(names []string)
 	encoder   unixfs.Encoder // nil: no compression
 
+	tables     tableCache    // tensor tables of safetensors files
+	tableSlots chan struct{} // bounds header reads in flight
+
 	// changed tracks files whose content changed (their directories' DAG
 	// nodes must be rebuilt) and files with unflushed writes, so that
 	// computing the root costs the number of changes, not the tree size.
@@ -103,7 +106,7 @@ func Open(ctx context.Context, s *store.Badger, o Options) (*Tree, error) {
 		return nil, fmt.Errorf("worktree: %w", err)
 	}
 	t := &Tree{s: s, layout: o.Layout, stage: o.StagingDir, log: o.Logger, inodes: map[uint64]*inode{}, nextIno: RootIno + 1,
-		changed: map[uint64]struct{}{}, unflushed: map[uint64]struct{}{}}
+		changed: map[uint64]struct{}{}, unflushed: map[uint64]struct{}{}, tableSlots: make(chan struct{}, 2)}
 	if o.Compress {
 		t.encoder = s
 	}
