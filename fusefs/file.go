@@ -16,9 +16,10 @@ import (
 // handle is an open regular file. Reads take no lock of their own, so
 // concurrent reads on one handle run in parallel.
 type handle struct {
-	tree *worktree.Tree
-	log  *slog.Logger
-	ino  uint64
+	tree     *worktree.Tree
+	log      *slog.Logger
+	ino      uint64
+	writable bool
 }
 
 var (
@@ -32,15 +33,15 @@ var (
 // openHandle opens ino. The kernel keeps its cached pages when the content
 // has not changed since the last open; never FOPEN_DIRECT_IO, which would
 // break shared mmap.
-func openHandle(ctx context.Context, t *worktree.Tree, log *slog.Logger, ino uint64) (fs.FileHandle, uint32, syscall.Errno) {
+func openHandle(ctx context.Context, t *worktree.Tree, log *slog.Logger, ino uint64, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if err := t.Opened(ino); err != nil {
 		return nil, 0, toErrno(log, "open", err)
 	}
-	var flags uint32
+	openFlags, flags := flags, uint32(0)
 	if t.KeepCache(ino) {
 		flags |= fuse.FOPEN_KEEP_CACHE
 	}
-	return &handle{tree: t, log: log, ino: ino}, flags, 0
+	return &handle{tree: t, log: log, ino: ino, writable: openFlags&syscall.O_ACCMODE != syscall.O_RDONLY}, flags, 0
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -65,8 +66,18 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 // Flush and fsync run to completion even when the kernel interrupts the
 // request (Go programs are interrupted by runtime preemption signals): an
 // interrupted fsync would otherwise report a false error.
+//
+// A read-only handle's close still flushes (other handles' writes), but
+// reports nothing: its own reads succeeded.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	return toErrno(h.log, "flush", h.tree.Flush(context.WithoutCancel(ctx), h.ino))
+	err := h.tree.Flush(context.WithoutCancel(ctx), h.ino)
+	if !h.writable {
+		if err != nil {
+			h.log.Warn("flush at close of a read-only handle", "ino", h.ino, "err", err)
+		}
+		return 0
+	}
+	return toErrno(h.log, "flush", err)
 }
 
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {

@@ -41,6 +41,10 @@ type Options struct {
 	BatchBytes int
 	// ReadOnly opens the database without taking the write lock.
 	ReadOnly bool
+	// MinFreeBytes is the free space block writes leave on the repo's
+	// filesystem: Badger writes through memory mappings, and a full disk
+	// under a mapping kills the process (SIGBUS) instead of failing a call.
+	MinFreeBytes int64
 	// Logger receives Badger's warnings and errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -54,6 +58,7 @@ func DefaultOptions() Options {
 		BlockCacheSize:   32 << 20,
 		IndexCacheSize:   32 << 20,
 		BatchBytes:       32 << 20,
+		MinFreeBytes:     256 << 20,
 	}
 }
 
@@ -76,6 +81,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BatchBytes == 0 {
 		o.BatchBytes = d.BatchBytes
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = d.MinFreeBytes
 	}
 	return o
 }
@@ -119,7 +127,9 @@ func Open(dir string, o Options) (*Badger, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s := &Badger{db: db, dir: dir, opts: o,
-		prealloc: &vlogPrealloc{dir: dir, size: 2 * o.ValueLogFileSize, done: map[string]bool{}}}
+		// A file is written up to ValueLogFileSize plus the batch that
+		// crosses it.
+		prealloc: &vlogPrealloc{dir: dir, size: o.ValueLogFileSize + 2*int64(o.BatchBytes), done: map[string]bool{}}}
 	return s, nil
 }
 
@@ -355,6 +365,24 @@ func (s *Badger) Stats(ctx context.Context) (Stats, error) {
 	}
 	st.DiskBytes, err = diskUsage(s.dir)
 	return st, err
+}
+
+// ErrNoSpace wraps syscall.ENOSPC: the repo's filesystem is too full to
+// take more blocks safely.
+var ErrNoSpace = fmt.Errorf("store: %w", syscall.ENOSPC)
+
+// checkSpace refuses a write of need bytes that would leave less than
+// MinFreeBytes free.
+func (s *Badger) checkSpace(need int64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return nil // cannot tell: let the write try
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if free-need < s.opts.MinFreeBytes {
+		return fmt.Errorf("%w: %d bytes free, %d to write, %d kept in reserve", ErrNoSpace, free, need, s.opts.MinFreeBytes)
+	}
+	return nil
 }
 
 // diskUsage sums the allocated size of the files in dir (value-log files

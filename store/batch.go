@@ -20,10 +20,11 @@ import (
 // synchronous: a new Badger transaction waits for the previous commit
 // anyway. A Batch is used by one goroutine.
 type Batch struct {
-	s     *Badger
-	txn   *badger.Txn
-	arena []byte
-	keys  map[string]struct{} // keys in txn
+	s       *Badger
+	txn     *badger.Txn
+	arena   []byte
+	keys    map[string]struct{} // keys in txn
+	pending int64               // bytes queued in txn
 
 	// Stored and Skipped count blocks and their bytes.
 	Stored, Skipped           int
@@ -72,6 +73,7 @@ func (b *Batch) put(ctx context.Context, c cid.Cid, data []byte, tag byte, rawSi
 		return fmt.Errorf("store: put %s: %w", c, err)
 	}
 	b.keys[string(key)] = struct{}{}
+	b.pending += int64(len(data))
 	b.Stored++
 	b.StoredBytes += int64(rawSize)
 	if len(b.arena) >= b.s.opts.BatchBytes {
@@ -106,7 +108,15 @@ func (b *Batch) Flush() error {
 	if len(b.keys) == 0 {
 		return nil
 	}
+	if err := b.s.checkSpace(b.pending); err != nil {
+		b.txn.Discard()
+		b.txn, b.pending = b.s.db.NewTransaction(true), 0
+		b.arena = b.arena[:0]
+		clear(b.keys)
+		return err
+	}
 	err := b.txn.Commit()
+	b.pending = 0
 	b.txn = b.s.db.NewTransaction(true)
 	b.arena = b.arena[:0]
 	clear(b.keys)

@@ -51,7 +51,11 @@ func (p *vlogPrealloc) check() {
 			continue
 		}
 		fi, err := fd.Stat()
-		if err == nil && fi.Size() > 0 {
+		var st unix.Statfs_t
+		// Only where space is ample: on a small filesystem the
+		// reservation itself would leave no room for blocks.
+		if err == nil && fi.Size() > 0 && unix.Fstatfs(int(fd.Fd()), &st) == nil &&
+			int64(st.Bavail)*st.Bsize > 4*p.size {
 			_ = unix.Fallocate(int(fd.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, min(fi.Size(), p.size))
 		}
 		fd.Close()
