@@ -414,81 +414,25 @@ func (v *tensorsVersions) Readdir(ctx context.Context) (fs.DirStream, syscall.Er
 }
 
 func (v *tensorsVersions) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	var node fs.InodeEmbedder
 	switch name {
-	case "commits":
-		node = &tensorsRefs{m: v.m}
-	case "branches":
-		node = &tensorsRefs{m: v.m, list: v.m.history.Branches}
-	case "tags":
-		node = &tensorsRefs{m: v.m, list: v.m.history.Tags}
+	case "commits", "branches", "tags":
 	default:
 		return nil, syscall.ENOENT
 	}
 	dirAttr(&out.Attr)
+	node := &refDir{m: v.m, kind: name, view: v.m.tensorsTree}
 	return v.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(v.StableAttr().Ino, name)}), 0
 }
 
-// tensorsRefs lists commits (list nil) or refs; each entry is the tensor
-// view of a commit's tree.
-type tensorsRefs struct {
-	readOnly
-	m    *mountState
-	list func(context.Context) (map[string]cid.Cid, error)
-}
-
-var (
-	_ fs.NodeLookuper  = (*tensorsRefs)(nil)
-	_ fs.NodeReaddirer = (*tensorsRefs)(nil)
-	_ fs.NodeGetattrer = (*tensorsRefs)(nil)
-)
-
-func (d *tensorsRefs) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	dirAttr(&out.Attr)
-	out.SetTimeout(refTimeout)
-	return 0
-}
-
-func (d *tensorsRefs) refs(ctx context.Context) (map[string]cid.Cid, error) {
-	if d.list != nil {
-		return d.list(ctx)
-	}
-	out := map[string]cid.Cid{}
-	err := d.m.history.Commits(ctx, func(c cid.Cid) error {
-		out[c.String()] = c
-		return nil
-	})
-	return out, err
-}
-
-func (d *tensorsRefs) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	refs, err := d.refs(ctx)
-	if err != nil {
-		return nil, toErrno(d.m.log, "readdir", err)
-	}
-	names := make([]string, 0, len(refs))
-	for n := range refs {
-		names = append(names, n)
-	}
-	return listDirs(d.StableAttr().Ino, names), 0
-}
-
-func (d *tensorsRefs) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	refs, err := d.refs(ctx)
-	if err != nil {
-		return nil, toErrno(d.m.log, "lookup", err)
-	}
-	c, ok := refs[name]
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	cm, err := d.m.history.Get(ctx, c)
-	if err != nil {
-		return nil, toErrno(d.m.log, "lookup", err)
+// tensorsTree is the treeView of .tensors/.versions: the tensors of the
+// safetensors files of commit c's tree.
+func (m *mountState) tensorsTree(ctx context.Context, parent *fs.Inode, key string, c cid.Cid, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	cm, errno := m.getCommit(ctx, c)
+	if errno != 0 {
+		return nil, errno
 	}
 	dirAttr(&out.Attr)
-	out.SetEntryTimeout(refTimeout)
-	return d.NewInode(ctx, &tensorsDAGDir{m: d.m, c: cm.Tree}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(d.StableAttr().Ino, name+"@"+c.String())}), 0
+	return parent.NewInode(ctx, &tensorsDAGDir{m: m, c: cm.Tree}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(parent.StableAttr().Ino, key)}), 0
 }
 
 // tensorsDAGDir mirrors a directory of a commit's tree.

@@ -69,12 +69,8 @@ func (v *versionsRoot) Lookup(ctx context.Context, name string, out *fuse.EntryO
 		node, mode = &genFile{gen: v.m.headText}, syscall.S_IFREG
 	case "log":
 		node, mode = &genFile{gen: v.m.logText}, syscall.S_IFREG
-	case "commits":
-		node = &commitsDir{m: v.m}
-	case "branches":
-		node = &refDir{m: v.m, list: v.m.history.Branches}
-	case "tags":
-		node = &refDir{m: v.m, list: v.m.history.Tags, tags: true}
+	case "commits", "branches", "tags":
+		node = &refDir{m: v.m, kind: name, view: v.m.commitTree, taggable: name == "tags"}
 	default:
 		return nil, syscall.ENOENT
 	}
@@ -139,35 +135,6 @@ func (s *snapshotHandle) Read(ctx context.Context, dest []byte, off int64) (fuse
 	return fuse.ReadResultData(s.b[off:min(int64(len(s.b)), off+int64(len(dest)))]), 0
 }
 
-// commitsDir lists every commit by CID; each is the tree of that commit.
-type commitsDir struct {
-	readOnly
-	m *mountState
-}
-
-var (
-	_ fs.NodeLookuper  = (*commitsDir)(nil)
-	_ fs.NodeReaddirer = (*commitsDir)(nil)
-	_ fs.NodeGetattrer = (*commitsDir)(nil)
-)
-
-func (d *commitsDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	dirAttr(&out.Attr)
-	return 0
-}
-
-func (d *commitsDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	var names []string
-	err := d.m.history.Commits(ctx, func(c cid.Cid) error {
-		names = append(names, c.String())
-		return nil
-	})
-	if err != nil {
-		return nil, toErrno(d.m.log, "readdir", err)
-	}
-	return listDirs(d.StableAttr().Ino, names), 0
-}
-
 func sortedNames(names []string) []string {
 	sort.Strings(names)
 	return names
@@ -182,20 +149,54 @@ func listDirs(parent uint64, names []string) fs.DirStream {
 	return fs.NewListDirStream(list)
 }
 
-func (d *commitsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	c, err := cid.Decode(name)
-	if err != nil || c.Prefix().Codec != cid.DagCBOR {
-		return nil, syscall.ENOENT
-	}
-	return d.m.commitTree(ctx, d.EmbeddedInode(), name, c, out)
-}
-
-// refDir lists branches or tags; each is the tree of the commit it names.
+// refDir lists commits, branches or tags; each entry is a view (the tree,
+// or the tensors of the tree) of the commit it names. The same type serves
+// .versions/{commits,branches,tags} and .tensors/.versions/....
 type refDir struct {
 	readOnly
-	m    *mountState
-	list func(context.Context) (map[string]cid.Cid, error)
-	tags bool
+	m        *mountState
+	kind     string // "commits", "branches" or "tags"
+	view     treeView
+	taggable bool // mkdir NAME tags the current state (.versions/tags)
+}
+
+// treeView makes the inode showing commit c's tree, named key below parent.
+type treeView func(ctx context.Context, parent *fs.Inode, key string, c cid.Cid, out *fuse.EntryOut) (*fs.Inode, syscall.Errno)
+
+func (d *refDir) list(ctx context.Context) (map[string]cid.Cid, error) {
+	switch d.kind {
+	case "branches":
+		return d.m.history.Branches(ctx)
+	case "tags":
+		return d.m.history.Tags(ctx)
+	}
+	out := map[string]cid.Cid{}
+	err := d.m.history.Commits(ctx, func(c cid.Cid) error {
+		out[c.String()] = c
+		return nil
+	})
+	return out, err
+}
+
+// resolve finds the commit an entry names; a commit's name is its CID, so
+// no listing is needed.
+func (d *refDir) resolve(ctx context.Context, name string) (cid.Cid, error) {
+	if d.kind == "commits" {
+		c, err := cid.Decode(name)
+		if err != nil || c.Prefix().Codec != cid.DagCBOR {
+			return cid.Undef, syscall.ENOENT
+		}
+		return c, nil
+	}
+	refs, err := d.list(ctx)
+	if err != nil {
+		return cid.Undef, err
+	}
+	c, ok := refs[name]
+	if !ok {
+		return cid.Undef, syscall.ENOENT
+	}
+	return c, nil
 }
 
 var (
@@ -207,8 +208,8 @@ var (
 
 func (d *refDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	dirAttr(&out.Attr)
-	if d.tags {
-		out.Mode |= 0o200 // mkdir NAME tags the current state
+	if d.taggable {
+		out.Mode |= 0o200
 	}
 	out.SetTimeout(refTimeout)
 	return 0
@@ -227,15 +228,11 @@ func (d *refDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (d *refDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	refs, err := d.list(ctx)
+	c, err := d.resolve(ctx, name)
 	if err != nil {
 		return nil, toErrno(d.m.log, "lookup", err)
 	}
-	c, ok := refs[name]
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	ch, errno := d.m.commitTree(ctx, d.EmbeddedInode(), name+"@"+c.String(), c, out)
+	ch, errno := d.view(ctx, d.EmbeddedInode(), name+"@"+c.String(), c, out)
 	out.SetEntryTimeout(refTimeout)
 	return ch, errno
 }
@@ -244,7 +241,7 @@ func (d *refDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 // first when it changed since the last commit: a training job snapshots with
 // a plain mkdir.
 func (d *refDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if !d.tags {
+	if !d.taggable {
 		return nil, syscall.EROFS
 	}
 	ctx = context.WithoutCancel(ctx)
@@ -261,19 +258,25 @@ func (d *refDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.
 	if err != nil {
 		return nil, toErrno(d.m.log, "mkdir tag", err)
 	}
-	ch, errno := d.m.commitTree(ctx, d.EmbeddedInode(), name+"@"+c.String(), c, out)
+	ch, errno := d.view(ctx, d.EmbeddedInode(), name+"@"+c.String(), c, out)
 	out.SetEntryTimeout(refTimeout)
 	return ch, errno
 }
 
-// commitTree makes the inode of commit c's tree, named key below parent.
-func (m *mountState) commitTree(ctx context.Context, parent *fs.Inode, key string, c cid.Cid, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+// getCommit loads commit c; a CID that is not a stored commit is ENOENT.
+func (m *mountState) getCommit(ctx context.Context, c cid.Cid) (versions.Commit, syscall.Errno) {
 	cm, err := m.history.Get(ctx, c)
-	if err != nil {
-		if errors.Is(err, versions.ErrUnknownRef) || errors.Is(err, store.ErrNotFound) || errors.Is(err, versions.ErrNotCommit) {
-			return nil, syscall.ENOENT
-		}
-		return nil, toErrno(m.log, "commit", err)
+	if errors.Is(err, versions.ErrUnknownRef) || errors.Is(err, store.ErrNotFound) || errors.Is(err, versions.ErrNotCommit) {
+		return cm, syscall.ENOENT
+	}
+	return cm, toErrno(m.log, "commit", err)
+}
+
+// commitTree is the treeView of .versions: commit c's tree, read-only.
+func (m *mountState) commitTree(ctx context.Context, parent *fs.Inode, key string, c cid.Cid, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	cm, errno := m.getCommit(ctx, c)
+	if errno != 0 {
+		return nil, errno
 	}
 	ch, _, err := newDAGInode(ctx, parent, key, m.blocks, m.log, cm.Tree, cm.Time)
 	if err != nil {
