@@ -34,15 +34,6 @@ func (s *Badger) SetMeta(ctx context.Context, key string, val []byte) error {
 	return nil
 }
 
-// DeleteMeta removes a repo metadata key.
-func (s *Badger) DeleteMeta(ctx context.Context, key string) error {
-	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(metaPrefix + key)) })
-	if err != nil {
-		return fmt.Errorf("store: delete meta %q: %w", key, err)
-	}
-	return nil
-}
-
 // ScanMeta calls fn for every metadata key starting with prefix, in order.
 func (s *Badger) ScanMeta(ctx context.Context, prefix string, fn func(key string, val []byte) error) error {
 	return s.db.View(func(txn *badger.Txn) error {

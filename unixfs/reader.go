@@ -72,9 +72,6 @@ func OpenFile(ctx context.Context, bs BlockViewer, c cid.Cid) (*File, error) {
 // Size is the file's length in bytes.
 func (f *File) Size() uint64 { return f.size }
 
-// CID is the file's root.
-func (f *File) CID() cid.Cid { return f.root }
-
 func (f *File) rawSize(ctx context.Context, c cid.Cid) (uint64, error) {
 	var n int
 	err := f.viewVerified(ctx, c, func(b []byte) error { n = len(b); return nil })
