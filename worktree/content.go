@@ -317,6 +317,9 @@ func (t *Tree) Extend(ctx context.Context, ino, end uint64) error {
 }
 
 func (t *Tree) fileOf(ino uint64) (*fileData, error) {
+	if f, ok := t.files.Load(ino); ok {
+		return f.(*fileData), nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	in, err := t.get(ino)

@@ -237,6 +237,7 @@ func (t *Tree) materializeLocked(ctx context.Context, o *metaOps, parent *inode,
 			in.rec.Content = c.String()
 		}
 		in.f = newFileData(in.rec)
+		t.files.Store(in.rec.Ino, in.f)
 	case unixfs.KindSymlink:
 		in.rec.Mode, in.rec.Target = syscall.S_IFLNK|0o777, info.Target
 	case unixfs.KindDirectory:

@@ -45,6 +45,10 @@ type Tree struct {
 	mu      sync.Mutex
 	inodes  map[uint64]*inode
 	nextIno uint64
+	// files maps inode numbers of regular files to their data, so that
+	// reads and writes find it without taking mu (which a commit or a
+	// publication holds for a while).
+	files sync.Map
 
 	pub       publisher
 	onReplace func(names []string)
@@ -193,6 +197,7 @@ func (t *Tree) load(ctx context.Context) error {
 		}
 		if in.rec.isRegular() {
 			in.f = newFileData(in.rec)
+			t.files.Store(ino, in.f)
 		}
 	}
 	if _, ok := t.inodes[RootIno]; !ok {
@@ -407,6 +412,7 @@ func (t *Tree) Create(ctx context.Context, parent uint64, name string, n NewNode
 		p.rec.Nlink++
 	case in.rec.isRegular():
 		in.f = newFileData(in.rec)
+		t.files.Store(in.rec.Ino, in.f)
 	}
 	p.rec.Mtime, p.rec.Ctime = now, now
 	err = t.persist(ctx, func(tx store.MetaTxn) error {
@@ -590,6 +596,7 @@ func (t *Tree) forgetLocked(in *inode) {
 		in.f.closeStage()
 	}
 	delete(t.inodes, in.rec.Ino)
+	t.files.Delete(in.rec.Ino)
 	t.pub.drop(in.rec.Ino)
 }
 
