@@ -23,6 +23,13 @@ type File struct {
 	mu       sync.RWMutex
 	nodes    map[cid.Cid]*fileNode
 	verified map[cid.Cid]struct{}
+	checking map[cid.Cid]chan struct{} // hash checks in progress
+}
+
+// WillNeeder is a BlockViewer that can start reading a block from disk in
+// the background, ahead of a View.
+type WillNeeder interface {
+	WillNeed(ctx context.Context, c cid.Cid) error
 }
 
 // Bounds on what one File caches.
@@ -49,7 +56,8 @@ func (n *fileNode) size() uint64 {
 
 // OpenFile opens the file DAG rooted at c.
 func OpenFile(ctx context.Context, bs BlockViewer, c cid.Cid) (*File, error) {
-	f := &File{bs: bs, root: c, nodes: map[cid.Cid]*fileNode{}, verified: map[cid.Cid]struct{}{}}
+	f := &File{bs: bs, root: c, nodes: map[cid.Cid]*fileNode{},
+		verified: map[cid.Cid]struct{}{}, checking: map[cid.Cid]chan struct{}{}}
 	switch c.Prefix().Codec {
 	case cid.Raw:
 		n, err := f.rawSize(ctx, c)
@@ -112,28 +120,126 @@ func (f *File) node(ctx context.Context, c cid.Cid) (*fileNode, error) {
 	return n, nil
 }
 
-// viewVerified views a block, hashing it the first time.
+// viewVerified views a block, hashing it the first time. Concurrent first
+// views of one block (a reader and the prefetcher) hash it once: the others
+// wait for that check.
 func (f *File) viewVerified(ctx context.Context, c cid.Cid, fn func([]byte) error) error {
 	f.mu.RLock()
 	_, ok := f.verified[c]
 	f.mu.RUnlock()
-	err := f.bs.View(ctx, c, func(b []byte) error {
-		if !ok {
-			if err := CheckHash(c, b); err != nil {
-				return err
-			}
+	if ok {
+		return f.bs.View(ctx, c, fn)
+	}
+	for {
+		f.mu.Lock()
+		_, ok := f.verified[c]
+		wait := f.checking[c]
+		if !ok && wait == nil {
+			done := make(chan struct{})
+			f.checking[c] = done
+			f.mu.Unlock()
+			return f.check(ctx, c, done, fn)
 		}
+		f.mu.Unlock()
+		if ok {
+			return f.bs.View(ctx, c, fn)
+		}
+		select {
+		case <-wait: // verified now, or failed: then check again here
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// check views c, hashing it before fn sees it, and records the result.
+func (f *File) check(ctx context.Context, c cid.Cid, done chan struct{}, fn func([]byte) error) error {
+	hashed := false
+	err := f.bs.View(ctx, c, func(b []byte) error {
+		if err := CheckHash(c, b); err != nil {
+			return err
+		}
+		hashed = true
 		return fn(b)
 	})
-	if err == nil && !ok {
-		f.mu.Lock()
+	f.mu.Lock()
+	if hashed {
 		if len(f.verified) >= maxVerified {
 			clear(f.verified)
 		}
 		f.verified[c] = struct{}{}
-		f.mu.Unlock()
 	}
+	delete(f.checking, c)
+	close(done)
+	f.mu.Unlock()
 	return err
+}
+
+// Warm makes [off, off+n) ready to read: it starts reading every leaf in
+// the range from disk at once (when the store can), then checks each
+// leaf's hash. A ReadAt of the range afterwards costs one copy from memory.
+func (f *File) Warm(ctx context.Context, off, n int64) error {
+	if off < 0 || n <= 0 || uint64(off) >= f.size {
+		return nil
+	}
+	end := min(uint64(off+n), f.size)
+	var leaves []cid.Cid
+	err := f.visit(ctx, f.root, uint64(off), end-uint64(off), func(c cid.Cid) error {
+		f.mu.RLock()
+		_, ok := f.verified[c]
+		f.mu.RUnlock()
+		if !ok {
+			leaves = append(leaves, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if wn, ok := f.bs.(WillNeeder); ok {
+		for _, c := range leaves {
+			if err := wn.WillNeed(ctx, c); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range leaves {
+		if err := f.viewVerified(ctx, c, func([]byte) error { return nil }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// visit calls fn for each raw leaf under node c overlapping [off, off+n)
+// (relative to the node), in order.
+func (f *File) visit(ctx context.Context, c cid.Cid, off, n uint64, fn func(cid.Cid) error) error {
+	if c.Prefix().Codec == cid.Raw {
+		return fn(c)
+	}
+	nd, err := f.node(ctx, c)
+	if err != nil {
+		return err
+	}
+	if k := uint64(len(nd.data)); off < k {
+		d := min(n, k-off)
+		off, n = 0, n-d
+	} else {
+		off -= k
+	}
+	i := sort.Search(len(nd.ends), func(i int) bool { return nd.ends[i] > off })
+	for ; n > 0 && i < len(nd.links); i++ {
+		start := uint64(0)
+		if i > 0 {
+			start = nd.ends[i-1]
+		}
+		k := min(n, nd.ends[i]-off)
+		if err := f.visit(ctx, nd.links[i], off-start, k, fn); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
 }
 
 // ReadAt reads len(p) bytes at off; it returns io.EOF when it reaches the end.

@@ -1,0 +1,341 @@
+// Package prefetch reads ahead of the readers of open files. Each open file
+// gets a Stream that watches its reads: a sequential reader gets a window of
+// the next bytes warmed ahead of it, growing while it stays sequential; in a
+// file with groups (the tensors of a safetensors file) the first touch of a
+// group warms the whole group and the next one. Warming runs on a pool of
+// workers, so that many reads are in flight at once, within one byte budget
+// shared by all streams: a range counts against it from when it is
+// scheduled until its reader has read it or moved away.
+package prefetch
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Source is the content of one open file.
+type Source interface {
+	// Warm makes [off, off+n) cheap to read soon: fetched from disk and
+	// verified. It must be safe to call concurrently.
+	Warm(ctx context.Context, off, n int64) error
+}
+
+// Range is a byte range [Off, End) of a file.
+type Range struct{ Off, End int64 }
+
+// Options tunes a Prefetcher; zero fields take the defaults.
+type Options struct {
+	Workers   int   // warms in flight at once (default 8)
+	Budget    int64 // bytes scheduled and not yet read, all streams together (default 256 MiB)
+	Unit      int64 // bytes per warm (default 1 MiB)
+	MaxWindow int64 // how far a sequential stream reads ahead (default 64 MiB)
+}
+
+func (o Options) withDefaults() Options {
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.Unit <= 0 {
+		o.Unit = 1 << 20
+	}
+	if o.Budget <= 0 {
+		o.Budget = 256 << 20
+	}
+	if o.Budget < o.Unit {
+		o.Budget = o.Unit
+	}
+	if o.MaxWindow <= 0 {
+		o.MaxWindow = 64 << 20
+	}
+	return o
+}
+
+// Stats counts what the prefetcher did. A read is a hit when every unit it
+// covers had been warmed before it came.
+type Stats struct {
+	Hits, Misses  int64 // reads
+	Issued        int64 // units scheduled
+	Useful        int64 // units read after they were warmed
+	Wasted        int64 // units dropped unread
+	Failed        int64 // warms that returned an error (the read reports it)
+	OverBudget    int64 // units not scheduled for lack of budget
+	BudgetInUse   int64 // bytes
+	BudgetPeak    int64 // bytes
+	Budget        int64 // bytes
+	StreamsActive int64
+}
+
+// Prefetcher is the worker pool and budget shared by the streams of one
+// mount.
+type Prefetcher struct {
+	o      Options
+	jobs   chan job
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+
+	used, peak                                              atomic.Int64
+	hits, misses, issued, useful, wasted, failed, overLimit atomic.Int64
+	streams                                                 atomic.Int64
+}
+
+type job struct {
+	s *Stream
+	i int64 // unit index
+}
+
+// New starts a Prefetcher's workers; Close stops them.
+func New(o Options) *Prefetcher {
+	o = o.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Prefetcher{o: o, ctx: ctx, cancel: cancel,
+		jobs: make(chan job, 2*o.Budget/o.Unit+int64(o.Workers))}
+	for range o.Workers {
+		p.wg.Add(1)
+		go p.work()
+	}
+	return p
+}
+
+// Close stops the workers; warms in progress are cancelled, and streams
+// still open stop prefetching.
+func (p *Prefetcher) Close() {
+	p.closed.Do(func() {
+		p.cancel()
+		p.wg.Wait()
+	})
+}
+
+// Stats returns the counters so far.
+func (p *Prefetcher) Stats() Stats {
+	return Stats{
+		Hits: p.hits.Load(), Misses: p.misses.Load(), Issued: p.issued.Load(),
+		Useful: p.useful.Load(), Wasted: p.wasted.Load(), Failed: p.failed.Load(),
+		OverBudget: p.overLimit.Load(), BudgetInUse: p.used.Load(), BudgetPeak: p.peak.Load(),
+		Budget: p.o.Budget, StreamsActive: p.streams.Load(),
+	}
+}
+
+// reserve takes one unit of budget if there is one.
+func (p *Prefetcher) reserve() bool {
+	for {
+		u := p.used.Load()
+		if u+p.o.Unit > p.o.Budget {
+			p.overLimit.Add(1)
+			return false
+		}
+		if p.used.CompareAndSwap(u, u+p.o.Unit) {
+			for {
+				pk := p.peak.Load()
+				if u+p.o.Unit <= pk || p.peak.CompareAndSwap(pk, u+p.o.Unit) {
+					return true
+				}
+			}
+		}
+	}
+}
+
+func (p *Prefetcher) work() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case j := <-p.jobs:
+			j.s.run(p.ctx, j.i)
+		}
+	}
+}
+
+// Open starts watching the reads of one open file of the given size.
+// groups, when not nil, is called once, on the first read past the start
+// of the file, and returns the file's groups sorted by offset (nil: none).
+func (p *Prefetcher) Open(src Source, size int64, groups func() []Range) *Stream {
+	p.streams.Add(1)
+	return &Stream{p: p, src: src, size: size, groupsFn: groups, units: map[int64]*unit{}, group: -1}
+}
+
+// Stream is the read-ahead state of one open file.
+type Stream struct {
+	p        *Prefetcher
+	src      Source
+	size     int64
+	groupsFn func() []Range
+
+	mu      sync.Mutex
+	groups  []Range
+	units   map[int64]*unit // scheduled and not yet released, by index
+	lastEnd int64           // end of the sequential run so far
+	window  int64
+	group   int // the group last read, -1 for none
+	closed  bool
+}
+
+type unit struct {
+	running, done, failed, read bool
+	orphan                      bool // released while running: the worker gives its budget back
+}
+
+// run warms unit i; called by a worker.
+func (s *Stream) run(ctx context.Context, i int64) {
+	s.mu.Lock()
+	u, ok := s.units[i]
+	if !ok || u.running {
+		s.mu.Unlock()
+		return // released before its turn, or a stale job for a rescheduled unit
+	}
+	u.running = true
+	s.mu.Unlock()
+	off := i * s.p.o.Unit
+	err := s.src.Warm(ctx, off, min(s.p.o.Unit, s.size-off))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u.done = true
+	if err != nil {
+		u.failed = true
+		s.p.failed.Add(1)
+	}
+	if u.orphan {
+		s.p.used.Add(-s.p.o.Unit)
+	}
+}
+
+// Access records a read of [off, off+n) and schedules what should be
+// warmed next. It never waits for a warm.
+func (s *Stream) Access(off, n int64) {
+	if n <= 0 || off >= s.size {
+		return
+	}
+	end := min(off+n, s.size)
+	us := s.p.o.Unit
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.groupsFn != nil && off > 0 {
+		s.groups, s.groupsFn = s.groupsFn(), nil
+	}
+
+	// Count the read, and release what it has read.
+	hit := true
+	for i := off / us; i*us < end; i++ {
+		u, ok := s.units[i]
+		if !ok || !u.done || u.failed {
+			hit = false
+		}
+		if ok && u.done {
+			u.read = true
+			if (i+1)*us <= end || end == s.size {
+				s.release(i)
+			}
+		}
+	}
+	if hit {
+		s.p.hits.Add(1)
+	} else {
+		s.p.misses.Add(1)
+	}
+
+	// Kernel readahead sends several reads of one window at once, out of
+	// order: anything within the current window counts as sequential.
+	slack := max(s.window, 4*us)
+	if off >= s.lastEnd-slack && off <= s.lastEnd+slack {
+		s.window = min(max(2*s.window, 4*us), s.p.o.MaxWindow)
+		s.lastEnd = max(s.lastEnd, end)
+		s.dropBehind(off - slack)
+	} else {
+		s.dropBehind(off)
+		s.window = 0
+		s.lastEnd = end
+	}
+	if s.window > 0 {
+		s.schedule(end, min(s.lastEnd+s.window, s.size))
+	}
+	if g, ok := s.groupAt(off); ok {
+		// A tensor is read whole once touched: warm it, then the next
+		// one in the direction the reader is going.
+		limit := end + 2*s.p.o.MaxWindow
+		s.schedule(end, min(s.groups[g].End, limit))
+		next := g + 1
+		if g < s.group {
+			next = g - 1
+		}
+		if next >= 0 && next < len(s.groups) && next != s.group {
+			s.schedule(s.groups[next].Off, min(s.groups[next].End, limit))
+		}
+		s.group = g
+	}
+}
+
+// groupAt finds the group holding off.
+func (s *Stream) groupAt(off int64) (int, bool) {
+	g := sort.Search(len(s.groups), func(i int) bool { return s.groups[i].End > off })
+	return g, g < len(s.groups) && s.groups[g].Off <= off
+}
+
+// schedule warms the units overlapping [from, to) that are not scheduled
+// yet, in order, while the budget lasts. Called with mu held.
+func (s *Stream) schedule(from, to int64) {
+	us := s.p.o.Unit
+	for i := from / us; i*us < to; i++ {
+		if _, ok := s.units[i]; ok {
+			continue
+		}
+		if !s.p.reserve() {
+			return
+		}
+		select {
+		case s.p.jobs <- job{s: s, i: i}:
+		default: // full of jobs for units released since: try later
+			s.p.used.Add(-us)
+			return
+		}
+		s.units[i] = &unit{}
+		s.p.issued.Add(1)
+	}
+}
+
+// release gives unit i's budget back. Called with mu held.
+func (s *Stream) release(i int64) {
+	u := s.units[i]
+	delete(s.units, i)
+	if u.running && !u.done {
+		u.orphan = true
+	} else {
+		s.p.used.Add(-s.p.o.Unit)
+	}
+	if u.read {
+		s.p.useful.Add(1)
+	} else {
+		s.p.wasted.Add(1)
+	}
+}
+
+// dropBehind releases the units before off, and those so far after it
+// that a reader at off will not reach them soon. Called with mu held.
+func (s *Stream) dropBehind(off int64) {
+	us := s.p.o.Unit
+	for i := range s.units {
+		if (i+1)*us <= off || i*us > off+2*s.p.o.MaxWindow {
+			s.release(i)
+		}
+	}
+}
+
+// Close releases the stream's budget; warms still queued are skipped.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for i := range s.units {
+		s.release(i)
+	}
+	s.p.streams.Add(-1)
+}
