@@ -153,6 +153,9 @@ func run(ctx context.Context, args []string, e env) error {
 			}
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
+		if a.daemon != nil && (c.name == "mount" || c.name == "install") {
+			return fmt.Errorf("%s: not over the control socket", c.name)
+		}
 		if !c.local && a.shared == nil {
 			// While the repo is mounted, the daemon holds it: ask the daemon.
 			if dir, err := a.repoDir(); err == nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -218,7 +219,10 @@ func unmountCommand(name string) *command {
 // has flushed and exited. In the daemon (over the control socket) it only
 // starts the stop.
 func (a *app) unmount(ctx context.Context, mountpoint string, timeout time.Duration) error {
-	mnt := a.abs(mountpoint)
+	mnt := filepath.Clean(a.abs(mountpoint))
+	if p, err := filepath.EvalSymlinks(mnt); err == nil {
+		mnt = p // mountinfo lists resolved paths
+	}
 	if d := a.daemon; d != nil {
 		if mnt != d.mountpoint {
 			return fmt.Errorf("this repo is mounted at %s, not %s", d.mountpoint, mnt)
@@ -240,7 +244,7 @@ func (a *app) unmount(ctx context.Context, mountpoint string, timeout time.Durat
 		}
 	}
 	pid, _ := readPidFile(dir)
-	done, err := forward(ctx, dir, []string{"--repo", dir, "unmount", mnt}, a.env)
+	done, err := forward(ctx, dir, []string{"unmount", mnt}, a.env)
 	if !done {
 		// No daemon answers: a dead mount.
 		if _, err := probe(mnt, 2*time.Second); err == nil {
