@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"os"
@@ -30,6 +31,11 @@ type MountOptions struct {
 	// kernel's 128 KiB).
 	ReadAheadKB int
 	Logger      *slog.Logger
+	// FsName is the mount's source in /proc/self/mountinfo and df (default
+	// "ipfrs"); the CLI names the repo there.
+	FsName string
+	// Observer, if set, sees every request (metrics).
+	Observer Observer
 }
 
 // Mount serves tree at mountpoint and returns once the mount answers. The
@@ -70,7 +76,7 @@ func MountNode(mountpoint string, root fs.InodeEmbedder, o MountOptions) (*fuse.
 		NullPermissions: true,
 		RootStableAttr:  &fs.StableAttr{Ino: worktree.RootIno},
 		MountOptions: fuse.MountOptions{
-			FsName:               "ipfrs",
+			FsName:               cmp.Or(o.FsName, "ipfrs"),
 			Name:                 "ipfrs",
 			AllowOther:           o.AllowOther,
 			DirectMount:          os.Geteuid() == 0,
@@ -82,8 +88,16 @@ func MountNode(mountpoint string, root fs.InodeEmbedder, o MountOptions) (*fuse.
 			Debug:                o.Debug,
 		},
 	}
-	server, err := fs.Mount(mountpoint, root, opts)
+	var raw fuse.RawFileSystem = fs.NewNodeFS(root, opts)
+	if o.Observer != nil {
+		raw = observedFS{raw, o.Observer}
+	}
+	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	if o.ReadAheadKB > 0 {

@@ -95,6 +95,7 @@ type Badger struct {
 	opts     Options
 	prealloc *vlogPrealloc
 	codec    codec
+	counters counters
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -193,7 +194,11 @@ func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) err
 		if err != nil {
 			return err
 		}
-		return s.viewItem(item, fn)
+		return s.viewItem(item, func(b []byte) error {
+			s.counters.gets.Add(1)
+			s.counters.getBytes.Add(int64(len(b)))
+			return fn(b)
+		})
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return fmt.Errorf("block %s: %w", c, ErrNotFound)

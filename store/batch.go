@@ -57,6 +57,8 @@ func (b *Batch) put(ctx context.Context, c cid.Cid, data []byte, tag byte, rawSi
 	if dup {
 		b.Skipped++
 		b.SkippedBytes += int64(rawSize)
+		b.s.counters.dupPuts.Add(1)
+		b.s.counters.dupPutBytes.Add(int64(rawSize))
 		return nil
 	}
 	meta := byte(newFrame(tag, c.Prefix().Codec))
@@ -76,6 +78,8 @@ func (b *Batch) put(ctx context.Context, c cid.Cid, data []byte, tag byte, rawSi
 	b.pending += int64(len(data))
 	b.Stored++
 	b.StoredBytes += int64(rawSize)
+	b.s.counters.puts.Add(1)
+	b.s.counters.putBytes.Add(int64(rawSize))
 	if len(b.arena) >= b.s.opts.BatchBytes {
 		return b.Flush()
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,18 +21,19 @@ import (
 
 type addFlags struct {
 	recursive, quiet, hidden bool
-	compress                 bool
+	compress, asJSON         bool
 	chunker, profile         string
 }
 
 func addCommand() *command {
 	f := &addFlags{}
 	return &command{
-		name: "add", args: "[-r] [-Q] [--chunker SPEC] [--profile NAME] PATH...",
+		name: "add", args: "[-r] [-Q] [--json] [--chunker SPEC] [--profile NAME] PATH...",
 		help: "add files or directories to the repo and print their CIDs",
 		flags: func(fs *pflag.FlagSet) {
 			fs.BoolVarP(&f.recursive, "recursive", "r", false, "add directories recursively")
 			fs.BoolVarP(&f.quiet, "quieter", "Q", false, "print only the root CID of each PATH")
+			fs.BoolVar(&f.asJSON, "json", false, "print JSON lines: name, cid, size")
 			fs.BoolVarP(&f.hidden, "hidden", "H", false, "include files whose names start with a dot")
 			fs.StringVar(&f.chunker, "chunker", "", "fastcdc | fastcdc-MIN-AVG-MAX | size-N (default: the profile's)")
 			fs.BoolVar(&f.compress, "compress", false, "store float tensors of safetensors files byte-grouped and Huffman-coded (smaller; reads cost more CPU)")
@@ -112,7 +114,10 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 		if err := r.recordRoot(ctx, n.CID, rootRecord{Name: paths[i], Size: n.Size, Added: time.Now().UTC()}); err != nil {
 			return err
 		}
-		if f.quiet {
+		switch {
+		case f.quiet && f.asJSON:
+			printAdded(a, filepath.Base(filepath.Clean(paths[i])), n)
+		case f.quiet:
 			fmt.Fprintln(a.stdout, n.CID)
 		}
 	}
@@ -166,7 +171,11 @@ func (ad *adder) addPath(ctx context.Context, p, display string) (unixfs.Node, e
 	if err != nil {
 		return unixfs.Node{}, err
 	}
-	if !ad.f.quiet {
+	switch {
+	case ad.f.quiet:
+	case ad.f.asJSON:
+		printAdded(ad.a, display, n)
+	default:
 		fmt.Fprintf(ad.a.stdout, "added %s %s\n", n.CID, display)
 	}
 	return n, nil
@@ -202,6 +211,18 @@ func (ad *adder) addDir(ctx context.Context, p, display string) (unixfs.Node, er
 		entries = append(entries, unixfs.Entry{Name: de.Name(), Node: n})
 	}
 	return ad.layout.BuildDirectory(ctx, ad.batch, entries)
+}
+
+// addedJSON is one line of add --json; its shape is stable.
+type addedJSON struct {
+	Name string `json:"name"`
+	CID  string `json:"cid"`
+	Size uint64 `json:"size"` // content bytes (for a directory, of its files)
+}
+
+func printAdded(a *app, name string, n unixfs.Node) {
+	b, _ := json.Marshal(addedJSON{Name: name, CID: n.CID.String(), Size: n.Size})
+	fmt.Fprintf(a.stdout, "%s\n", b)
 }
 
 func fileType(m os.FileMode) string {

@@ -120,7 +120,7 @@ func (f frameWriter) Write(p []byte) (int, error) {
 }
 
 // serveControl answers control-socket clients until ctx ends.
-func serveControl(ctx context.Context, r *repo, tree *worktree.Tree, log *slog.Logger) (stop func(), err error) {
+func serveControl(ctx context.Context, r *repo, tree *worktree.Tree, d *daemonState, log *slog.Logger) (stop func(), err error) {
 	path := filepath.Join(r.path, socketName)
 	os.Remove(path) // left by a daemon that died; we hold the repo lock now
 	ln, err := net.Listen("unix", path)
@@ -160,7 +160,7 @@ func serveControl(ctx context.Context, r *repo, tree *worktree.Tree, log *slog.L
 						log.Error("control socket: command panicked", "panic", p)
 					}
 				}()
-				serveConn(ctx, conn, r, tree, log)
+				serveConn(ctx, conn, r, tree, d, log)
 			}()
 		}
 	}()
@@ -177,7 +177,7 @@ func serveControl(ctx context.Context, r *repo, tree *worktree.Tree, log *slog.L
 	}, nil
 }
 
-func serveConn(ctx context.Context, conn net.Conn, r *repo, tree *worktree.Tree, log *slog.Logger) {
+func serveConn(ctx context.Context, conn net.Conn, r *repo, tree *worktree.Tree, d *daemonState, log *slog.Logger) {
 	var mu sync.Mutex
 	stdout := frameWriter{&mu, conn, frameStdout}
 	stderr := frameWriter{&mu, conn, frameStderr}
@@ -201,6 +201,6 @@ func serveConn(ctx context.Context, conn net.Conn, r *repo, tree *worktree.Tree,
 		io.Copy(io.Discard, conn)
 		cancel()
 	}()
-	err = run(ctx, req.Args, env{stdout: stdout, stderr: stderr, cwd: req.Cwd, shared: r, tree: tree})
+	err = run(ctx, req.Args, env{stdout: stdout, stderr: stderr, cwd: req.Cwd, shared: r, tree: tree, daemon: d})
 	exit(report(stderr, err))
 }

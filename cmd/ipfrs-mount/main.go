@@ -26,6 +26,7 @@ type command struct {
 	name, args, help string
 	run              func(ctx context.Context, a *app, fs *pflag.FlagSet) error
 	flags            func(fs *pflag.FlagSet)
+	local            bool // runs in the calling process, never forwarded to the mount daemon
 }
 
 // app holds what every command shares: where the repo is and where output goes.
@@ -33,6 +34,7 @@ type app struct {
 	env
 	repoPath string
 	log      *slog.Logger
+	args     []string // the command line, after the program name
 }
 
 // env is where a command runs: the terminal of a local process, or a
@@ -43,6 +45,7 @@ type env struct {
 	cwd            string         // relative paths are relative to this
 	shared         *repo          // the daemon's open repo, when served over the socket
 	tree           *worktree.Tree // and its working tree
+	daemon         *daemonState   // and the mount it serves
 }
 
 func commands() []*command {
@@ -52,6 +55,7 @@ func commands() []*command {
 		commitCommand(), logCommand(), showCommand(), diffCommand(),
 		switchCommand(), resetCommand(), restoreCommand(), mergeCommand(),
 		refCommand("branch", "list, create or delete branches"), refCommand("tag", "list, create or delete tags"),
+		statusCommand(), unmountCommand("unmount"), unmountCommand("stop"), installCommand(),
 	}
 }
 
@@ -64,8 +68,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	cwd, _ := os.Getwd()
-	err := run(ctx, os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr,
-		tty: term.IsTerminal(int(os.Stderr.Fd())), cwd: cwd})
+	args, err := os.Args[1:], error(nil)
+	if isMountHelper(os.Args[0]) {
+		var fake bool
+		if args, fake, err = helperArgs(args); fake {
+			args = nil
+		}
+	}
+	if err == nil && args != nil {
+		err = run(ctx, args, env{stdout: os.Stdout, stderr: os.Stderr,
+			tty: term.IsTerminal(int(os.Stderr.Fd())), cwd: cwd})
+	}
 	stop()
 	if code := report(os.Stderr, err); code != 0 {
 		pprof.StopCPUProfile()
@@ -102,7 +115,7 @@ func oneLine(err error) string {
 
 func run(ctx context.Context, args []string, e env) error {
 	stderr := e.stderr
-	a := &app{env: e, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	a := &app{env: e, args: args, log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	global := pflag.NewFlagSet("ipfrs-mount", pflag.ContinueOnError)
 	global.SetInterspersed(false)
 	global.SetOutput(stderr)
@@ -140,7 +153,10 @@ func run(ctx context.Context, args []string, e env) error {
 			}
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
-		if c.name != "mount" && a.shared == nil {
+		if a.daemon != nil && (c.name == "mount" || c.name == "install") {
+			return fmt.Errorf("%s: not over the control socket", c.name)
+		}
+		if !c.local && a.shared == nil {
 			// While the repo is mounted, the daemon holds it: ask the daemon.
 			if dir, err := a.repoDir(); err == nil {
 				if done, err := forward(ctx, dir, global.Args(), a.env); done {

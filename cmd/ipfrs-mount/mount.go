@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
+	"github.com/ipfrs/ipfrs-mount/metrics"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
@@ -22,23 +23,39 @@ type mountFlags struct {
 	readAheadKB       int
 	autocommit        time.Duration
 	compress          bool
+	daemon            bool
+	logLevel          string
+	metricsAddr       string
 }
 
 func mountCommand() *command {
 	f := &mountFlags{}
 	return &command{
-		name: "mount", args: "MOUNTPOINT [--allow-other]",
-		help: "mount the repo's working tree (foreground; SIGINT/SIGTERM or fusermount3 -u unmount)",
+		name: "mount", args: "MOUNTPOINT [--daemon] [--metrics ADDR] [--allow-other]", local: true,
+		help: "mount the repo's working tree (foreground, or --daemon; unmount with 'ipfrs-mount unmount', SIGTERM or fusermount3 -u)",
 		flags: func(fs *pflag.FlagSet) {
 			fs.BoolVar(&f.allowOther, "allow-other", false, "let other users access the mount")
 			fs.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 			fs.IntVar(&f.readAheadKB, "readahead-kb", 16384, "kernel readahead for the mount, KiB")
 			fs.DurationVar(&f.autocommit, "autocommit", 0, "commit every DURATION when the tree changed (0: never)")
 			fs.BoolVar(&f.compress, "compress", false, "store float tensors of safetensors files byte-grouped and Huffman-coded (smaller; reads cost more CPU)")
+			fs.BoolVarP(&f.daemon, "daemon", "d", false, "run in the background once the mount answers; pid file and log in the repo")
+			fs.StringVar(&f.logLevel, "log-level", "", "debug | info | warn | error (default: info in the daemon's log file, warn on stderr)")
+			fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics (Prometheus) and /health on ADDR, e.g. 127.0.0.1:9464")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
 				return errors.New("want exactly one MOUNTPOINT")
+			}
+			if f.daemon && !daemonChild() {
+				dir, err := a.repoDir()
+				if err != nil {
+					return err
+				}
+				if dir, err = filepath.Abs(dir); err != nil {
+					return err
+				}
+				return a.detachDaemon(ctx, dir, fs.Arg(0))
 			}
 			return a.mount(ctx, fs.Arg(0), f)
 		},
@@ -50,16 +67,47 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	if err != nil {
 		return err
 	}
-	if fi, err := os.Stat(mnt); err != nil {
+	if p, err := filepath.EvalSymlinks(mnt); err == nil {
+		mnt = p // mountinfo lists resolved paths
+	}
+	dir, err := a.repoDir()
+	if err != nil {
 		return err
-	} else if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", mnt)
+	}
+	if a.repoPath, err = filepath.Abs(dir); err != nil {
+		return err
+	}
+	dir = a.repoPath
+	if daemonChild() {
+		os.Chdir("/") // keep no directory busy
+	}
+	log, logPath, closeLog, err := a.mountLogger(dir, f.logLevel)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	a.log = log
+	if err := alreadyMounted(ctx, dir); err != nil {
+		return err
 	}
 	r, err := a.openRepo()
 	if err != nil {
 		return err
 	}
 	defer r.close()
+	recovered, err := recoverStale(dir, mnt)
+	for _, msg := range recovered {
+		fmt.Fprintf(a.stderr, "ipfrs-mount: recovered: %s\n", msg)
+		a.log.Warn("recovered", "what", msg)
+	}
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(mnt); err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", mnt)
+	}
 	a.log = a.log.With("mount", mnt)
 	tree, err := worktree.Open(ctx, r.store, worktree.Options{
 		Layout:     unixfs.DefaultLayout(),
@@ -70,22 +118,47 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	if err != nil {
 		return err
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store, logFile: logPath, stop: stop,
+		metrics: metrics.New(metrics.Sources{Store: r.store.Counters})}
+	d.started = d.metrics.Started()
 	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
 		History: versions.New(r.store), Blocks: r.store, Chunker: chunkerParams(),
 		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
+		FsName: fsName(dir), Observer: d.metrics,
 	})
 	if err != nil {
 		tree.Close(context.Background())
 		return err
 	}
-	stopControl, err := serveControl(ctx, &repo{path: r.path, store: r.store, shared: true}, tree, a.log)
-	if err != nil {
+	fail := func(err error) error {
 		server.Unmount()
 		tree.Close(context.Background())
 		return err
 	}
+	if d.dev, err = checkMount(mnt); err != nil {
+		return fail(err)
+	}
+	stopControl, err := serveControl(ctx, &repo{path: r.path, store: r.store, shared: true}, tree, d, a.log)
+	if err != nil {
+		return fail(err)
+	}
 	defer stopControl()
+	if f.metricsAddr != "" {
+		stopMetrics, err := d.serveMetrics(f.metricsAddr, a.log)
+		if err != nil {
+			return fail(err)
+		}
+		defer stopMetrics()
+	}
+	if err := writePidFile(dir); err != nil {
+		return fail(fmt.Errorf("pid file: %w", err))
+	}
+	defer os.Remove(filepath.Join(dir, pidFileName))
 	fmt.Fprintf(a.stderr, "ipfrs-mount: mounted %s at %s\n", r.path, mnt)
+	a.log.Info("mounted", "repo", dir, "pid", d.pid, "metrics", d.metricsAddr)
+	a.daemonReady(logPath)
 	if f.autocommit > 0 {
 		go a.autocommit(ctx, r, tree, f.autocommit)
 	}
@@ -111,6 +184,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		return fmt.Errorf("flushing the working tree: %w", err)
 	}
 	fmt.Fprintf(a.stderr, "ipfrs-mount: unmounted %s\n", mnt)
+	a.log.Info("unmounted")
 	return nil
 }
 

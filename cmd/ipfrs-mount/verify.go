@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/ipfs/go-cid"
@@ -11,13 +12,22 @@ import (
 )
 
 func verifyCommand() *command {
+	var asJSON bool
 	return &command{
-		name: "verify", args: "", help: "re-hash every stored block; list corrupt ones and exit non-zero",
-		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.verify(ctx) },
+		name: "verify", args: "[--json]", help: "re-hash every stored block; list corrupt ones and exit non-zero",
+		flags: func(fs *pflag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print one JSON object at the end") },
+		run:   func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.verify(ctx, asJSON) },
 	}
 }
 
-func (a *app) verify(ctx context.Context) error {
+// verifyJSON is verify --json's output; its shape is stable.
+type verifyJSON struct {
+	Blocks     int      `json:"blocks"`     // blocks checked
+	Corrupt    []string `json:"corrupt"`    // CIDs whose bytes do not match
+	Unreadable []string `json:"unreadable"` // CIDs that could not be read
+}
+
+func (a *app) verify(ctx context.Context, asJSON bool) error {
 	r, err := a.openRepoReadOnly()
 	if err != nil {
 		return err
@@ -29,22 +39,34 @@ func (a *app) verify(ctx context.Context) error {
 	}
 	prog := a.newProgress(st.BlockBytes, "verifying")
 	var n, bad int
+	out := verifyJSON{Corrupt: []string{}, Unreadable: []string{}}
 	err = r.store.AllBlocks(ctx, func(c cid.Cid, data []byte, readErr error) error {
 		n++
 		prog.add(len(data))
 		switch {
 		case readErr != nil:
 			bad++
-			fmt.Fprintf(a.stdout, "unreadable %s\n", c)
+			out.Unreadable = append(out.Unreadable, c.String())
+			if !asJSON {
+				fmt.Fprintf(a.stdout, "unreadable %s\n", c)
+			}
 		case unixfs.CheckHash(c, data) != nil:
 			bad++
-			fmt.Fprintf(a.stdout, "corrupt %s\n", c)
+			out.Corrupt = append(out.Corrupt, c.String())
+			if !asJSON {
+				fmt.Fprintf(a.stdout, "corrupt %s\n", c)
+			}
 		}
 		return nil
 	})
 	prog.done()
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		out.Blocks = n
+		b, _ := json.MarshalIndent(out, "", "  ")
+		fmt.Fprintf(a.stdout, "%s\n", b)
 	}
 	if bad > 0 {
 		return fmt.Errorf("%d of %d blocks are corrupt", bad, n)
