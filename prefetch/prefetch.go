@@ -151,8 +151,9 @@ func (p *Prefetcher) work() {
 }
 
 // Open starts watching the reads of one open file of the given size.
-// groups, when not nil, is called once, on the first read past the start
-// of the file, and returns the file's groups sorted by offset (nil: none).
+// groups, when not nil, is called once, in the background after the first
+// read past the start of the file, and returns the file's groups sorted by
+// offset (nil: none).
 func (p *Prefetcher) Open(src Source, size int64, groups func() []Range) *Stream {
 	p.streams.Add(1)
 	return &Stream{p: p, src: src, size: size, groupsFn: groups, units: map[int64]*unit{}, group: -1}
@@ -217,7 +218,14 @@ func (s *Stream) Access(off, n int64) {
 		return
 	}
 	if s.groupsFn != nil && off > 0 {
-		s.groups, s.groupsFn = s.groupsFn(), nil
+		fn := s.groupsFn
+		s.groupsFn = nil
+		go func() { // it may read the file: never in the reader's way
+			g := fn()
+			s.mu.Lock()
+			s.groups = g
+			s.mu.Unlock()
+		}()
 	}
 
 	// Count the read, and release what it has read.

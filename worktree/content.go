@@ -468,3 +468,20 @@ func (t *Tree) Gen(ino uint64) (uint64, error) {
 	defer f.attrMu.Unlock()
 	return f.gen, nil
 }
+
+// Warm makes [off, off+n) of the file's flushed content cheap to read soon
+// (see unixfs.File.Warm); bytes written since the last flush need nothing.
+// It holds no lock while it works.
+func (t *Tree) Warm(ctx context.Context, ino uint64, off, n int64) error {
+	f, err := t.fileOf(ino)
+	if err != nil {
+		return err
+	}
+	f.mu.RLock()
+	base, baseLen := f.base, int64(f.baseLen)
+	f.mu.RUnlock()
+	if base == nil || off >= baseLen {
+		return nil
+	}
+	return base.Warm(ctx, off, min(n, baseLen-off))
+}
