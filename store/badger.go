@@ -95,6 +95,8 @@ type Badger struct {
 	opts     Options
 	prealloc *vlogPrealloc
 	codec    codec
+	track    tracker // temporary pins and the running GC
+	clock    clock   // time markers for GC's minimum age
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -278,8 +280,9 @@ func (s *Badger) Delete(ctx context.Context, c cid.Cid) error {
 
 // KeyInfo describes one stored block during iteration.
 type KeyInfo struct {
-	CID  cid.Cid // CIDv1 with the codec the block was first stored under
-	Size int64   // approximate stored size
+	CID     cid.Cid // CIDv1 with the codec the block was first stored under
+	Size    int64   // approximate stored size
+	Version uint64  // Badger's commit version: orders writes (see VersionBefore)
 }
 
 // AllKeys calls fn for every stored block, in key order.
@@ -296,7 +299,7 @@ func (s *Badger) AllKeys(ctx context.Context, fn func(KeyInfo) error) error {
 			if err != nil {
 				return err
 			}
-			if err := fn(KeyInfo{CID: c, Size: item.ValueSize()}); err != nil {
+			if err := fn(KeyInfo{CID: c, Size: item.ValueSize(), Version: item.Version()}); err != nil {
 				return err
 			}
 		}

@@ -52,6 +52,7 @@ func commands() []*command {
 		commitCommand(), logCommand(), showCommand(), diffCommand(),
 		switchCommand(), resetCommand(), restoreCommand(), mergeCommand(),
 		refCommand("branch", "list, create or delete branches"), refCommand("tag", "list, create or delete tags"),
+		pinCommand(), gcCommand(),
 	}
 }
 

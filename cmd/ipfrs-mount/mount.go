@@ -9,9 +9,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
+	"github.com/ipfrs/ipfrs-mount/gc"
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
@@ -22,6 +25,8 @@ type mountFlags struct {
 	readAheadKB       int
 	autocommit        time.Duration
 	compress          bool
+	gcInterval        time.Duration
+	gcTargetSize      string
 }
 
 func mountCommand() *command {
@@ -35,10 +40,20 @@ func mountCommand() *command {
 			fs.IntVar(&f.readAheadKB, "readahead-kb", 16384, "kernel readahead for the mount, KiB")
 			fs.DurationVar(&f.autocommit, "autocommit", 0, "commit every DURATION when the tree changed (0: never)")
 			fs.BoolVar(&f.compress, "compress", false, "store float tensors of safetensors files byte-grouped and Huffman-coded (smaller; reads cost more CPU)")
+			fs.DurationVar(&f.gcInterval, "gc-interval", 0, "collect garbage every DURATION (0: only when gc is run)")
+			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
 				return errors.New("want exactly one MOUNTPOINT")
+			}
+			if f.gcTargetSize != "" {
+				if f.gcInterval <= 0 {
+					return errors.New("--gc-target-size needs --gc-interval")
+				}
+				if _, err := humanize.ParseBytes(f.gcTargetSize); err != nil {
+					return fmt.Errorf("bad --gc-target-size %q", f.gcTargetSize)
+				}
 			}
 			return a.mount(ctx, fs.Arg(0), f)
 		},
@@ -89,6 +104,10 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	if f.autocommit > 0 {
 		go a.autocommit(ctx, r, tree, f.autocommit)
 	}
+	if f.gcInterval > 0 {
+		target, _ := humanize.ParseBytes(f.gcTargetSize)
+		go a.autoGC(ctx, r, tree, f.gcInterval, int64(target))
+	}
 	go func() {
 		<-ctx.Done()
 		// A busy mount refuses to unmount; retry, then detach lazily so the
@@ -112,6 +131,29 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	fmt.Fprintf(a.stderr, "ipfrs-mount: unmounted %s\n", mnt)
 	return nil
+}
+
+// autoGC collects garbage every interval (only above target when it is
+// positive).
+func (a *app) autoGC(ctx context.Context, r *repo, tree *worktree.Tree, every time.Duration, target int64) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	d := &app{env: env{shared: r, tree: tree}, log: a.log}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			rep, err := d.collector(r).Run(ctx, gc.Options{TargetSize: target})
+			switch {
+			case errors.Is(err, store.ErrGCRunning):
+			case err != nil && ctx.Err() == nil:
+				a.log.Error("gc", "err", err)
+			case err == nil && rep.Removed > 0:
+				a.log.Info("gc", "removed", rep.Removed, "bytes", rep.RemovedBytes, "disk_after", rep.DiskAfter)
+			}
+		}
+	}
 }
 
 // autocommit commits the tree every interval when it changed.

@@ -1,0 +1,90 @@
+package worktree
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/ipfrs/ipfrs-mount/store"
+)
+
+// LiveRoots calls fn with every DAG root the working tree may still need:
+// the published and the last flushed content of every file (open files
+// unlinked included), the cached directory nodes, contents queued for
+// publication, and the root recorded at the last close. Garbage collection
+// marks from these; it must have begun (store.BeginGC) before the call, so
+// that contents built meanwhile are recorded by their batches' pins.
+func (t *Tree) LiveRoots(ctx context.Context, fn func(cid.Cid) error) error {
+	var roots []cid.Cid
+	var files []*fileData
+	t.mu.Lock()
+	for _, in := range t.inodes {
+		if c, err := cid.Decode(in.rec.Content); err == nil {
+			roots = append(roots, c)
+		}
+		if in.dirNode != nil {
+			roots = append(roots, in.dirNode.CID)
+		}
+		if in.f != nil {
+			files = append(files, in.f)
+		}
+	}
+	t.mu.Unlock()
+	// A flush holds the file's lock from its batch to recording the new
+	// base, so this sees the new base or a batch still pinned.
+	for _, f := range files {
+		f.mu.RLock()
+		if f.baseCID.Defined() {
+			roots = append(roots, f.baseCID)
+		}
+		f.mu.RUnlock()
+	}
+	t.pub.mu.Lock()
+	for _, v := range t.pub.pending {
+		roots = append(roots, v.cid)
+	}
+	t.pub.mu.Unlock()
+	for _, c := range roots {
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return storedRoot(ctx, t.s, fn)
+}
+
+// StoredRoots calls fn with the roots of the working tree as persisted: the
+// content of every inode record and the root recorded at the last close.
+// Use it when the tree is not open (no mount).
+func StoredRoots(ctx context.Context, s *store.Badger, fn func(cid.Cid) error) error {
+	err := s.ScanMeta(ctx, inodePrefix, func(key string, val []byte) error {
+		r, err := decodeRecord(val)
+		if err != nil {
+			return err
+		}
+		if r.Content == "" {
+			return nil
+		}
+		c, err := cid.Decode(r.Content)
+		if err != nil {
+			return fmt.Errorf("worktree: inode %d: bad content CID: %w", r.Ino, err)
+		}
+		return fn(c)
+	})
+	if err != nil {
+		return err
+	}
+	return storedRoot(ctx, s, fn)
+}
+
+func storedRoot(ctx context.Context, s *store.Badger, fn func(cid.Cid) error) error {
+	b, err := s.GetMeta(ctx, rootCIDKey)
+	if err != nil {
+		return nil // never closed cleanly yet: the records hold everything
+	}
+	c, err := cid.Decode(string(b))
+	if err != nil {
+		return nil
+	}
+	return fn(c)
+}
