@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
@@ -97,6 +98,10 @@ type Badger struct {
 	codec    codec
 	track    tracker // temporary pins and the running GC
 	clock    clock   // time markers for GC's minimum age
+	// writes is held shared by every commit and exclusively by Reclaim's
+	// DropPrefix, which makes Badger refuse writes (ErrBlockedWrites)
+	// while it runs.
+	writes sync.RWMutex
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -271,7 +276,9 @@ func (s *Badger) PutMany(ctx context.Context, blocks []Block) error {
 
 // Delete removes a block. Deleting an absent block is not an error.
 func (s *Badger) Delete(ctx context.Context, c cid.Cid) error {
+	s.writes.RLock()
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(blockKey(c.Hash())) })
+	s.writes.RUnlock()
 	if err != nil {
 		return fmt.Errorf("store: delete %s: %w", c, err)
 	}

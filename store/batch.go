@@ -141,7 +141,9 @@ func (b *Batch) Flush() error {
 	if k := b.s.clock.mark(time.Now()); k != "" {
 		_ = b.txn.Set([]byte(k), nil) // a missing marker only makes blocks look younger
 	}
+	b.s.writes.RLock()
 	err := b.txn.Commit()
+	b.s.writes.RUnlock()
 	b.pending = 0
 	b.txn = b.s.db.NewTransaction(true)
 	b.arena = b.arena[:0]

@@ -22,10 +22,14 @@ import (
 // open). It returns the number of files rewritten.
 func (s *Badger) Reclaim(ctx context.Context) (int, error) {
 	const sentinel = "gcflush/"
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(sentinel+"x"), nil) }); err != nil {
-		return 0, fmt.Errorf("store: reclaim: %w", err)
+	// DropPrefix refuses concurrent writes instead of waiting: hold them.
+	s.writes.Lock()
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(sentinel+"x"), nil) })
+	if err == nil {
+		err = s.db.DropPrefix([]byte(sentinel))
 	}
-	if err := s.db.DropPrefix([]byte(sentinel)); err != nil {
+	s.writes.Unlock()
+	if err != nil {
 		return 0, fmt.Errorf("store: reclaim: flush: %w", err)
 	}
 	if err := s.db.Flatten(2); err != nil {
@@ -117,6 +121,7 @@ func (s *Badger) PruneClock(ctx context.Context, before time.Time) error {
 	old = old[:len(old)-1]
 	for len(old) > 0 {
 		n := min(len(old), 4096)
+		s.writes.RLock()
 		err := s.db.Update(func(txn *badger.Txn) error {
 			for _, k := range old[:n] {
 				if err := txn.Delete(k); err != nil {
@@ -125,6 +130,7 @@ func (s *Badger) PruneClock(ctx context.Context, before time.Time) error {
 			}
 			return nil
 		})
+		s.writes.RUnlock()
 		if err != nil {
 			return fmt.Errorf("store: prune clock: %w", err)
 		}

@@ -223,6 +223,8 @@ func (g *GCSession) DeleteBlocks(ctx context.Context, cands []cid.Cid, keep func
 	t := &g.s.track
 	t.sweep.Lock()
 	defer t.sweep.Unlock()
+	g.s.writes.RLock()
+	defer g.s.writes.RUnlock()
 	g.mu.Lock()
 	pending := len(g.walks) > 0
 	g.mu.Unlock()
