@@ -86,7 +86,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		return err
 	}
 	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
-		History: versions.New(r.store), Blocks: r.store, Chunker: chunkerParams(),
+		History: versions.New(r.store), Blocks: r.store, Store: r.store, Chunker: chunkerParams(),
 		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
 	})
 	if err != nil {
