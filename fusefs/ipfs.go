@@ -56,6 +56,8 @@ func (d *ipfsRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		return nil, dagLookupErr(d.m, err)
 	}
 	ch.Operations().(*dagNode).fill(&out.Attr)
+	// Content by CID never changes, but GC can remove it: look it up anew.
+	out.SetEntryTimeout(time.Nanosecond) // 0 would mean the mount's default
 	return ch, 0
 }
 
@@ -121,6 +123,7 @@ func (d *blocksRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	}
 	n := &blockFile{m: d.m, c: c, size: uint64(size)}
 	n.fill(&out.Attr)
+	out.SetEntryTimeout(time.Nanosecond) // GC can remove it (0 would mean the default)
 	// The same bytes under any CID of them: name the inode by the CID.
 	return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: pathIno(d.StableAttr().Ino, name)}), 0
 }
