@@ -175,7 +175,7 @@ func TestGCReturnsDiskSpace(t *testing.T) {
 	const size = 1 << 30
 	mnt, stop := mountRepo(t, repo)
 	writeFile(t, filepath.Join(mnt, "keep.bin"), randomBytes(7, 8<<20))
-	runProgram(t, "", nil, "dd", "if=/dev/urandom", "of="+filepath.Join(mnt, "big.bin"), "bs=1M", fmt.Sprint(size>>20), "conv=fsync", "status=none")
+	runProgram(t, "", nil, "dd", "if=/dev/urandom", "of="+filepath.Join(mnt, "big.bin"), "bs=1M", fmt.Sprintf("count=%d", size>>20), "conv=fsync", "status=none")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -11,8 +11,9 @@ import (
 
 // LiveRoots calls fn with every DAG root the working tree may still need:
 // the published and the last flushed content of every file (open files
-// unlinked included), the cached directory nodes, contents queued for
-// publication, and the root recorded at the last close. Garbage collection
+// unlinked included), the cached directory nodes and contents queued for
+// publication. (The root recorded at the last close is not one: the open
+// tree supersedes it, and Close records a new one.) Garbage collection
 // marks from these; it must have begun (store.BeginGC) before the call, so
 // that contents built meanwhile are recorded by their batches' pins.
 func (t *Tree) LiveRoots(ctx context.Context, fn func(cid.Cid) error) error {
@@ -50,7 +51,7 @@ func (t *Tree) LiveRoots(ctx context.Context, fn func(cid.Cid) error) error {
 			return err
 		}
 	}
-	return storedRoot(ctx, t.s, fn)
+	return nil
 }
 
 // StoredRoots calls fn with the roots of the working tree as persisted: the
