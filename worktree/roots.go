@@ -19,6 +19,16 @@ import (
 func (t *Tree) LiveRoots(ctx context.Context, fn func(cid.Cid) error) error {
 	var roots []cid.Cid
 	var files []*fileData
+	// Queued contents first: one leaves the queue only after it is
+	// recorded in its inode, which is read next.
+	t.pub.mu.Lock()
+	for _, v := range t.pub.pending {
+		roots = append(roots, v.cid)
+	}
+	for _, v := range t.pub.inflight {
+		roots = append(roots, v.cid)
+	}
+	t.pub.mu.Unlock()
 	t.mu.Lock()
 	for _, in := range t.inodes {
 		if c, err := cid.Decode(in.rec.Content); err == nil {
@@ -41,11 +51,6 @@ func (t *Tree) LiveRoots(ctx context.Context, fn func(cid.Cid) error) error {
 		}
 		f.mu.RUnlock()
 	}
-	t.pub.mu.Lock()
-	for _, v := range t.pub.pending {
-		roots = append(roots, v.cid)
-	}
-	t.pub.mu.Unlock()
 	for _, c := range roots {
 		if err := fn(c); err != nil {
 			return err
