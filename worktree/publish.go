@@ -25,9 +25,9 @@ type publisher struct {
 	mu       sync.Mutex // guards pending and inflight
 	pending  map[uint64]published
 	inflight map[uint64]published // taken from pending, not yet recorded (GC roots too)
-	cycle   sync.Mutex // one publication at a time
-	done    chan struct{}
-	stopped chan struct{}
+	cycle    sync.Mutex           // one publication at a time
+	done     chan struct{}
+	stopped  chan struct{}
 }
 
 func (p *publisher) start(t *Tree, every time.Duration) {
