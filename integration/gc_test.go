@@ -17,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // gcOut is the part of gc --json the tests read.
@@ -352,6 +353,39 @@ func TestGCKilledMidway(t *testing.T) {
 	}
 	if got := must(t, repo, "cat", keepCID); got != string(randomBytes(11, 4<<20)) {
 		t.Fatal("the pinned file changed after gc")
+	}
+	must(t, repo, "verify")
+}
+
+// mount --gc-interval collects by itself: a deleted file's blocks go
+// without anyone running gc, and what the tree holds stays.
+func TestMountGCInterval(t *testing.T) {
+	repo := filepath.Join(t.TempDir(), "repo")
+	d := startMount(t, repo, "--gc-interval", "100ms")
+	kept := randomBytes(21, 2<<20)
+	writeFile(t, filepath.Join(d.mnt, "kept.bin"), kept)
+	writeFile(t, filepath.Join(d.mnt, "gone.bin"), randomBytes(22, 2<<20))
+	gone := xattr(t, filepath.Join(d.mnt, "gone.bin"))
+	if err := os.Remove(filepath.Join(d.mnt, "gone.bin")); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for a collection; only the daemon's own timer runs one.
+	deadline := time.Now().Add(mountReadyWait)
+	for {
+		_, err := os.Stat(filepath.Join(d.mnt, ".blocks", gone))
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted file's root block is still stored after %v: %v", mountReadyWait, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, err := os.ReadFile(filepath.Join(d.mnt, "kept.bin")); err != nil || !bytes.Equal(got, kept) {
+		t.Fatalf("kept.bin after the automatic gc: %v", err)
+	}
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
 	}
 	must(t, repo, "verify")
 }
