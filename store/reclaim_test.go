@@ -13,6 +13,9 @@ import (
 // Deleting blocks and reclaiming returns their value-log space, and writers
 // running meanwhile see no error (DropPrefix refuses writes while it runs).
 func TestReclaimReturnsSpaceWhileWriting(t *testing.T) {
+	if raceDetector {
+		t.Skip("Badger v4.9.6 races DB.MaxVersion (value-log GC) against memtable writes; see race_on_test.go")
+	}
 	ctx := context.Background()
 	dir := t.TempDir()
 	s, err := Open(dir, Options{ValueLogFileSize: 8 << 20, BatchBytes: 4 << 20, MinFreeBytes: 1})

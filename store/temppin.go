@@ -49,10 +49,9 @@ type tracker struct {
 type TempPin struct {
 	s *Badger
 
-	mu       sync.Mutex
-	keys     map[string]struct{} // multihashes recorded
-	walk     []cid.Cid           // recorded blocks that link to others, and roots
-	released bool
+	mu   sync.Mutex
+	keys map[string]struct{} // multihashes recorded
+	walk []cid.Cid           // recorded blocks that link to others, and roots
 }
 
 // TempPin registers a new temporary pin.
@@ -77,6 +76,10 @@ func (p *TempPin) Protect(root cid.Cid) {
 	p.mu.Lock()
 	p.walk = append(p.walk, root)
 	p.mu.Unlock()
+	// Like a writer's record: a sweep batch either sees the root or ran
+	// before it (and then deleted only what was garbage before the pin).
+	p.s.track.sweep.RLock()
+	defer p.s.track.sweep.RUnlock()
 	if g := p.s.track.current(); g != nil {
 		g.addRoot(root)
 	}
@@ -110,8 +113,7 @@ func (p *TempPin) Release() {
 	delete(t.pins, p)
 	t.mu.Unlock()
 	p.mu.Lock()
-	p.released = true
-	p.keys, p.walk = nil, nil
+	p.keys, p.walk = map[string]struct{}{}, nil // a late record still reaches a running GC
 	p.mu.Unlock()
 }
 
@@ -152,14 +154,13 @@ func (s *Badger) BeginGC() (*GCSession, error) {
 	// sees t.gc afterwards.
 	for _, p := range pins {
 		p.mu.Lock()
+		g.mu.Lock() // writers may add to g already
 		for k := range p.keys {
 			g.live[k] = struct{}{}
 		}
-		walk := append([]cid.Cid(nil), p.walk...)
-		p.mu.Unlock()
-		g.mu.Lock()
-		g.walks = append(g.walks, walk...)
+		g.walks = append(g.walks, p.walk...)
 		g.mu.Unlock()
+		p.mu.Unlock()
 	}
 	return g, nil
 }
@@ -225,19 +226,24 @@ func (g *GCSession) DeleteBlocks(ctx context.Context, cands []cid.Cid, keep func
 	defer t.sweep.Unlock()
 	g.s.writes.RLock()
 	defer g.s.writes.RUnlock()
+	// Writers record only under the sweep lock, shared: the live set
+	// cannot change until the deletes are committed.
 	g.mu.Lock()
-	pending := len(g.walks) > 0
-	g.mu.Unlock()
-	if pending {
+	if len(g.walks) > 0 {
+		g.mu.Unlock()
 		return nil, ErrWalksPending
 	}
-	deleted := make([]cid.Cid, 0, len(cands))
+	del := make([]cid.Cid, 0, len(cands))
+	for _, c := range cands {
+		if _, live := g.live[string(c.Hash())]; !live && !keep(c) {
+			del = append(del, c)
+		}
+	}
+	g.mu.Unlock()
+	deleted := make([]cid.Cid, 0, len(del))
 	txn := g.s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
-	for _, c := range cands {
-		if keep(c) || g.Live(c) {
-			continue
-		}
+	for _, c := range del {
 		key := blockKey(c.Hash())
 		err := txn.Delete(key)
 		if errors.Is(err, badger.ErrTxnTooBig) {
