@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // gcOut is the part of gc --json the tests read.
@@ -388,4 +392,101 @@ func TestMountGCInterval(t *testing.T) {
 		t.Fatal(err)
 	}
 	must(t, repo, "verify")
+}
+
+// gc between the writes of a file still open for writing, and while an
+// unlinked file is still open for reading: both read back whole.
+func TestGCWithOpenFiles(t *testing.T) {
+	requireFUSE(t)
+	repo := filepath.Join(t.TempDir(), "repo")
+	mnt, _ := mountRepo(t, repo)
+	// More than a store batch (32 MiB), so that blocks are committed while
+	// nothing refers to them yet.
+	first, second := randomBytes(61, 40<<20), randomBytes(62, 8<<20)
+	w, err := os.Create(filepath.Join(mnt, "writing.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	unlinked := randomBytes(63, 4<<20)
+	writeFile(t, filepath.Join(mnt, "unlinked.bin"), unlinked)
+	r, err := os.Open(filepath.Join(mnt, "unlinked.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := os.Remove(filepath.Join(mnt, "unlinked.bin")); err != nil {
+		t.Fatal(err)
+	}
+	// Through the socket from this process: a child process would close
+	// its inherited copy of w, and that close (a FUSE flush) would end
+	// the write.
+	gcThroughSocket(t, repo)
+	if _, err := w.Write(second); err != nil {
+		t.Fatal(err)
+	}
+	gcThroughSocket(t, repo)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	gcThroughSocket(t, repo)
+	// Read from the daemon, not from the kernel's page cache.
+	if err := unix.Fadvise(int(r.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(mnt, "writing.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, append(first, second...)) {
+		t.Fatalf("the file written across gc runs: %d bytes, %v", len(got), err)
+	}
+	buf := make([]byte, len(unlinked)+1)
+	n, err := r.ReadAt(buf, 0)
+	if n != len(unlinked) || !bytes.Equal(buf[:n], unlinked) {
+		t.Fatalf("the unlinked open file after gc: %d bytes, %v", n, err)
+	}
+	must(t, repo, "verify")
+}
+
+// gcThroughSocket runs gc in the mount daemon by talking to its control
+// socket directly, without starting a process.
+func gcThroughSocket(t *testing.T, repo string) {
+	t.Helper()
+	conn, err := net.Dial("unix", filepath.Join(repo, "ipfrs.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(`{"args":["gc"],"cwd":"/"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	var out bytes.Buffer
+	for {
+		var hdr [5]byte
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			t.Fatalf("gc through the socket: %v\n%s", err, out.String())
+		}
+		payload := make([]byte, bin.BigEndian.Uint32(hdr[1:]))
+		if _, err := io.ReadFull(r, payload); err != nil {
+			t.Fatal(err)
+		}
+		if hdr[0] == 3 { // exit status
+			if payload[0] != 0 {
+				t.Fatalf("gc through the socket exited %d:\n%s", payload[0], out.String())
+			}
+			t.Logf("daemon: %s", strings.TrimSpace(out.String()))
+			return
+		}
+		out.Write(payload)
+	}
 }
