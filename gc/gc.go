@@ -142,7 +142,12 @@ func (col *Collector) Run(ctx context.Context, o Options) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	rep.Marked, rep.Missing, rep.PrunedCommits = int64(len(m.marked)+len(m.direct)), m.missing, m.pruned
+	rep.Marked, rep.Missing, rep.PrunedCommits = int64(len(m.marked)), m.missing, m.pruned
+	for k := range m.direct {
+		if _, ok := m.marked[k]; !ok {
+			rep.Marked++
+		}
+	}
 	if o.TargetSize > 0 {
 		// Oldest first, only as many as bring the store under the target.
 		sort.SliceStable(cands, func(i, j int) bool { return cands[i].version < cands[j].version })

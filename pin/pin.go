@@ -21,7 +21,7 @@ import (
 // Metadata keys. An unnamed pin is keyed by its CID, a named one by its
 // name (the alias); the records of add and import are keyed by CID.
 const (
-	cidPrefix   = "pins/cid/"  // + CID -> record
+	cidPrefix   = "pins/cid/"  // + CID + "/" + mode -> record
 	namePrefix  = "pins/name/" // + name -> record
 	AddedPrefix = "roots/"     // + CID -> Added (written by add and import)
 )
@@ -107,7 +107,7 @@ func (ps *Set) Add(ctx context.Context, c cid.Cid, name string, mode Mode) (Pin,
 	if mode != Recursive && mode != Direct {
 		return Pin{}, fmt.Errorf("pin: unknown mode %q", mode)
 	}
-	key := cidPrefix + c.String()
+	key := cidPrefix + c.String() + "/" + string(mode)
 	if name != "" {
 		if err := ValidName(name); err != nil {
 			return Pin{}, err
@@ -210,7 +210,7 @@ func (p Pin) key() string {
 	case p.Name != "":
 		return namePrefix + p.Name
 	default:
-		return cidPrefix + p.CID.String()
+		return cidPrefix + p.CID.String() + "/" + string(p.Mode)
 	}
 }
 

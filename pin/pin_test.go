@@ -68,6 +68,11 @@ func TestAddRemoveList(t *testing.T) {
 			{op: "rm", arg: a.String(), want: nil},
 			{op: "rm", arg: a.String(), err: ErrNotPinned},
 		}},
+		{"a direct pin does not replace a recursive one", []step{
+			{op: "add", c: a},
+			{op: "direct", c: a, want: []string{"A direct pin ", "A recursive pin "}},
+			{op: "add", c: a, want: []string{"A direct pin ", "A recursive pin "}},
+		}},
 		{"a name is re-pointed, not duplicated", []step{
 			{op: "name", c: a, arg: "model", want: []string{"A recursive pin model"}},
 			{op: "name", c: b, arg: "model", want: []string{"B recursive pin model"}},
