@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/ipfs/go-cid"
 
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
@@ -139,7 +140,27 @@ func (n *dagNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 		}
 		n.file = f
 	}
+	// An open file's DAG is a GC root until it is closed.
+	if p, ok := n.bs.(tempPinner); ok {
+		tp := p.TempPin()
+		tp.Protect(n.info.CID)
+		return &dagHandle{pin: tp}, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// tempPinner is the block store's side of temporary pins.
+type tempPinner interface{ TempPin() *store.TempPin }
+
+// dagHandle is an open file of a stored DAG: it holds a temporary pin on
+// the file's DAG. Reads go to the node.
+type dagHandle struct{ pin *store.TempPin }
+
+var _ fs.FileReleaser = (*dagHandle)(nil)
+
+func (h *dagHandle) Release(ctx context.Context) syscall.Errno {
+	h.pin.Release()
+	return 0
 }
 
 func (n *dagNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -12,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
@@ -24,6 +25,9 @@ type MountOptions struct {
 	History *versions.History
 	Blocks  unixfs.BlockViewer
 	Chunker string // recorded in commits made by mkdir .versions/tags/NAME
+	// Store serves the listing of .blocks and protects DAGs open under
+	// .ipfs and .versions from garbage collection; may be nil.
+	Store *store.Badger
 
 	AllowOther bool
 	Debug      bool
@@ -44,7 +48,7 @@ func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, chunker: o.Chunker, log: o.Logger,
+	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, store: o.Store, chunker: o.Chunker, log: o.Logger,
 		headerSlots: make(chan struct{}, 2)}
 	root := &Node{tree: tree, log: o.Logger, m: m}
 	server, err := MountNode(mountpoint, root, o)
@@ -113,6 +117,7 @@ type mountState struct {
 	tree    *worktree.Tree
 	history *versions.History
 	blocks  unixfs.BlockViewer
+	store   *store.Badger
 	chunker string
 	log     *slog.Logger
 

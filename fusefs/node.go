@@ -69,15 +69,23 @@ func (n *Node) reserved(name string) bool {
 	if n.ino() != worktree.RootIno || n.m == nil {
 		return false
 	}
-	return name == TensorsDir || name == VersionsDir && n.m.history != nil
+	return name == TensorsDir || name == VersionsDir && n.m.history != nil ||
+		(name == IPFSDir || name == BlocksDir) && n.m.blocks != nil
 }
 
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if n.reserved(name) {
 		dirAttr(&out.Attr)
-		var view fs.InodeEmbedder = &versionsRoot{m: n.m}
-		if name == TensorsDir {
+		var view fs.InodeEmbedder
+		switch name {
+		case TensorsDir:
 			view = &tensorsDir{m: n.m, ino: worktree.RootIno}
+		case IPFSDir:
+			view = &ipfsRoot{m: n.m}
+		case BlocksDir:
+			view = &blocksRoot{m: n.m}
+		default:
+			view = &versionsRoot{m: n.m}
 		}
 		return n.NewInode(ctx, view, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(0, name)}), 0
 	}

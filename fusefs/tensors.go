@@ -68,6 +68,10 @@ func (d *tensorsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		out.SetEntryTimeout(refTimeout)
 		return d.NewInode(ctx, &tensorsVersions{m: d.m}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(d.StableAttr().Ino, name)}), 0
 	}
+	if name == IPFSDir && d.ino == worktree.RootIno && d.m.blocks != nil {
+		dirAttr(&out.Attr)
+		return d.NewInode(ctx, &tensorsIPFS{m: d.m}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(d.StableAttr().Ino, name)}), 0
+	}
 	a, err := d.m.tree.Lookup(d.ino, name)
 	if err != nil {
 		return nil, toErrno(d.m.log, "lookup", err)
@@ -476,20 +480,26 @@ func (d *tensorsDAGDir) Lookup(ctx context.Context, name string, out *fuse.Entry
 	if err != nil {
 		return nil, toErrno(d.m.log, "lookup", err)
 	}
-	info, err := unixfs.Stat(ctx, d.m.blocks, c)
+	return tensorsDAGEntry(ctx, d.m, d.EmbeddedInode(), name, c, out)
+}
+
+// tensorsDAGEntry is the .tensors view of the DAG c named name below
+// parent: a directory mirrored, a safetensors file's tensors, else ENOENT.
+func tensorsDAGEntry(ctx context.Context, m *mountState, parent *fs.Inode, name string, c cid.Cid, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	info, err := unixfs.Stat(ctx, m.blocks, c)
 	if err != nil {
-		return nil, toErrno(d.m.log, "lookup", err)
+		return nil, dagLookupErr(m, err)
 	}
 	var node fs.InodeEmbedder
 	switch info.Kind {
 	case unixfs.KindDirectory:
-		node = &tensorsDAGDir{m: d.m, c: c}
+		node = &tensorsDAGDir{m: m, c: c}
 	case unixfs.KindFile:
-		file, err := unixfs.OpenFile(context.WithoutCancel(ctx), d.m.blocks, c)
+		file, err := unixfs.OpenFile(context.WithoutCancel(ctx), m.blocks, c)
 		if err != nil {
-			return nil, toErrno(d.m.log, "lookup", err)
+			return nil, toErrno(m.log, "lookup", err)
 		}
-		md := &modelDir{m: d.m, src: &dagModel{m: d.m, file: file}}
+		md := &modelDir{m: m, src: &dagModel{m: m, file: file}}
 		if _, err := md.src.header(ctx); err != nil {
 			if errors.Is(err, errNotModel) {
 				return nil, syscall.ENOENT
@@ -501,5 +511,5 @@ func (d *tensorsDAGDir) Lookup(ctx context.Context, name string, out *fuse.Entry
 		return nil, syscall.ENOENT
 	}
 	dirAttr(&out.Attr)
-	return d.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(d.StableAttr().Ino, name+"@"+c.String())}), 0
+	return parent.NewInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: pathIno(parent.StableAttr().Ino, name+"@"+c.String())}), 0
 }

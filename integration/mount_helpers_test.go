@@ -80,10 +80,10 @@ type mountDaemon struct {
 	once   sync.Once
 }
 
-// startMount runs `ipfrs-mount --repo repo mount MNT` on a fresh mount point
-// and waits until the kernel lists it as a FUSE mount. Cleanup always stops
-// the daemon and removes the mount, even when the test failed.
-func startMount(t *testing.T, repo string) *mountDaemon {
+// startMount runs `ipfrs-mount --repo repo mount MNT [flags]` on a fresh
+// mount point and waits until the kernel lists it as a FUSE mount. Cleanup
+// always stops the daemon and removes the mount, even when the test failed.
+func startMount(t *testing.T, repo string, flags ...string) *mountDaemon {
 	t.Helper()
 	requireFUSE(t)
 	// mountinfo lists resolved paths.
@@ -96,7 +96,7 @@ func startMount(t *testing.T, repo string) *mountDaemon {
 		t.Fatal(err)
 	}
 	d := &mountDaemon{mnt: mnt, stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command(binary, "--repo", repo, "mount", mnt)
+	d.cmd = exec.Command(binary, append([]string{"--repo", repo, "mount", mnt}, flags...)...)
 	d.cmd.Stdout = d.stderr
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {

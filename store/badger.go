@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
@@ -96,6 +97,12 @@ type Badger struct {
 	prealloc *vlogPrealloc
 	codec    codec
 	counters counters
+	track    tracker // temporary pins and the running GC
+	clock    clock   // time markers for GC's minimum age
+	// writes is held shared by every commit and exclusively by Reclaim's
+	// DropPrefix, which makes Badger refuse writes (ErrBlockedWrites)
+	// while it runs.
+	writes sync.RWMutex
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -274,7 +281,9 @@ func (s *Badger) PutMany(ctx context.Context, blocks []Block) error {
 
 // Delete removes a block. Deleting an absent block is not an error.
 func (s *Badger) Delete(ctx context.Context, c cid.Cid) error {
+	s.writes.RLock()
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(blockKey(c.Hash())) })
+	s.writes.RUnlock()
 	if err != nil {
 		return fmt.Errorf("store: delete %s: %w", c, err)
 	}
@@ -283,8 +292,9 @@ func (s *Badger) Delete(ctx context.Context, c cid.Cid) error {
 
 // KeyInfo describes one stored block during iteration.
 type KeyInfo struct {
-	CID  cid.Cid // CIDv1 with the codec the block was first stored under
-	Size int64   // approximate stored size
+	CID     cid.Cid // CIDv1 with the codec the block was first stored under
+	Size    int64   // approximate stored size
+	Version uint64  // Badger's commit version: orders writes (see VersionBefore)
 }
 
 // AllKeys calls fn for every stored block, in key order.
@@ -301,7 +311,7 @@ func (s *Badger) AllKeys(ctx context.Context, fn func(KeyInfo) error) error {
 			if err != nil {
 				return err
 			}
-			if err := fn(KeyInfo{CID: c, Size: item.ValueSize()}); err != nil {
+			if err := fn(KeyInfo{CID: c, Size: item.ValueSize(), Version: item.Version()}); err != nil {
 				return err
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ipfs/go-cid"
@@ -19,8 +20,16 @@ import (
 // may reuse their buffers at once and memory stays bounded. Commits are
 // synchronous: a new Badger transaction waits for the previous commit
 // anyway. A Batch is used by one goroutine.
+//
+// Every block put or skipped is recorded in the batch's temporary pin, so
+// that garbage collection leaves it alone (see TempPin). A batch from
+// NewBatch holds its own pin until Close or Cancel; one from
+// TempPin.NewBatch records into that pin, which outlives the batch until
+// the holder has recorded a reference to what it built.
 type Batch struct {
 	s       *Badger
+	pin     *TempPin
+	ownPin  bool
 	txn     *badger.Txn
 	arena   []byte
 	keys    map[string]struct{} // keys in txn
@@ -31,9 +40,16 @@ type Batch struct {
 	StoredBytes, SkippedBytes int64
 }
 
-// NewBatch starts a batch of puts.
+// NewBatch starts a batch of puts protected by its own temporary pin.
 func (s *Badger) NewBatch() *Batch {
-	return &Batch{s: s, txn: s.db.NewTransaction(true), keys: map[string]struct{}{}}
+	b := s.TempPin().NewBatch()
+	b.ownPin = true
+	return b
+}
+
+// NewBatch starts a batch of puts recorded in p.
+func (p *TempPin) NewBatch() *Batch {
+	return &Batch{s: p.s, pin: p, txn: p.s.db.NewTransaction(true), keys: map[string]struct{}{}}
 }
 
 // Put queues a copy of a block unless it is stored already. The caller
@@ -49,8 +65,15 @@ func (b *Batch) put(ctx context.Context, c cid.Cid, data []byte, tag byte, rawSi
 	key := blockKey(c.Hash())
 	_, dup := b.keys[string(key)]
 	if !dup {
+		// Recorded before the presence check, under the lock a GC sweep
+		// holds while it deletes: either the sweep sees the record, or
+		// this check sees its delete.
+		b.s.track.sweep.RLock()
+		b.pin.record(c)
 		var err error
-		if dup, err = b.s.has(key); err != nil {
+		dup, err = b.s.has(key)
+		b.s.track.sweep.RUnlock()
+		if err != nil {
 			return err
 		}
 	}
@@ -119,7 +142,12 @@ func (b *Batch) Flush() error {
 		clear(b.keys)
 		return err
 	}
+	if k := b.s.clock.mark(time.Now()); k != "" {
+		_ = b.txn.Set([]byte(k), nil) // a missing marker only makes blocks look younger
+	}
+	b.s.writes.RLock()
 	err := b.txn.Commit()
+	b.s.writes.RUnlock()
 	b.pending = 0
 	b.txn = b.s.db.NewTransaction(true)
 	b.arena = b.arena[:0]
@@ -131,14 +159,20 @@ func (b *Batch) Flush() error {
 	return nil
 }
 
-// Close flushes and releases the batch.
+// Close flushes and releases the batch (and its own pin).
 func (b *Batch) Close() error {
 	err := b.Flush()
 	b.txn.Discard()
+	if b.ownPin {
+		b.pin.Release()
+	}
 	return err
 }
 
 // Cancel drops what has not been committed and releases the batch.
 func (b *Batch) Cancel() {
 	b.txn.Discard()
+	if b.ownPin {
+		b.pin.Release()
+	}
 }

@@ -27,6 +27,8 @@ func (s *Badger) GetMeta(ctx context.Context, key string) ([]byte, error) {
 
 // SetMeta sets a repo metadata key.
 func (s *Badger) SetMeta(ctx context.Context, key string, val []byte) error {
+	s.writes.RLock()
+	defer s.writes.RUnlock()
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(metaPrefix+key), val) })
 	if err != nil {
 		return fmt.Errorf("store: set meta %q: %w", key, err)
@@ -83,6 +85,8 @@ func (t MetaTxn) Delete(key string) error {
 // returns nil. Callers serialise conflicting updates themselves (conflict
 // detection is off).
 func (s *Badger) UpdateMeta(ctx context.Context, fn func(MetaTxn) error) error {
+	s.writes.RLock()
+	defer s.writes.RUnlock()
 	err := s.db.Update(func(txn *badger.Txn) error { return fn(MetaTxn{txn}) })
 	if err != nil {
 		return fmt.Errorf("store: update meta: %w", err)

@@ -126,6 +126,11 @@ func (h *History) Create(ctx context.Context, c Commit, allowEmpty bool) (Commit
 	if err != nil {
 		return Commit{}, fmt.Errorf("versions: hash commit: %w", err)
 	}
+	// Until the index names the commit, only this pin keeps GC off it.
+	tp := h.s.TempPin()
+	defer tp.Release()
+	tp.Protect(id)
+	tp.Protect(c.Tree)
 	if err := h.s.Put(ctx, id, data); err != nil {
 		return Commit{}, fmt.Errorf("versions: store commit: %w", err)
 	}

@@ -22,11 +22,12 @@ type published struct {
 // cut no name points at missing blocks: a file shows its old content until
 // the new one is published.
 type publisher struct {
-	mu      sync.Mutex // guards pending
-	pending map[uint64]published
-	cycle   sync.Mutex // one publication at a time
-	done    chan struct{}
-	stopped chan struct{}
+	mu       sync.Mutex // guards pending and inflight
+	pending  map[uint64]published
+	inflight map[uint64]published // taken from pending, not yet recorded (GC roots too)
+	cycle    sync.Mutex           // one publication at a time
+	done     chan struct{}
+	stopped  chan struct{}
 }
 
 func (p *publisher) start(t *Tree, every time.Duration) {
@@ -75,10 +76,17 @@ func (p *publisher) publishNow(ctx context.Context, t *Tree) error {
 	p.mu.Lock()
 	batch := p.pending
 	p.pending = map[uint64]published{}
+	p.inflight = batch
 	p.mu.Unlock()
 	if len(batch) == 0 {
 		return nil
 	}
+	// Cleared once the batch is recorded (or back in pending).
+	defer func() {
+		p.mu.Lock()
+		p.inflight = nil
+		p.mu.Unlock()
+	}()
 	requeue := func() {
 		p.mu.Lock()
 		for ino, v := range batch {

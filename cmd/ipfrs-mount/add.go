@@ -89,7 +89,10 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 	}
 	defer r.close()
 	prog := a.newProgress(total, "adding")
-	ad := &adder{a: a, batch: r.store.NewBatch(), layout: layout, f: f}
+	// The pin keeps GC off the new blocks until their roots are recorded.
+	tp := r.store.TempPin()
+	defer tp.Release()
+	ad := &adder{a: a, batch: tp.NewBatch(), layout: layout, f: f}
 	ad.im = &unixfs.Importer{Put: ad.batch, Layout: layout, Progress: prog.add}
 	if f.profile == "default" { // tensor-aware; other profiles keep their CIDs
 		ad.im.Cuts = safetensors.FindSegments

@@ -102,8 +102,11 @@ func (a *app) importCARs(ctx context.Context, files []string) error {
 	defer r.close()
 	prog := a.newProgress(total, "importing")
 	defer prog.done()
+	// The pin keeps GC off the new blocks until their roots are recorded.
+	tp := r.store.TempPin()
+	defer tp.Release()
 	for _, f := range files {
-		batch := r.store.NewBatch()
+		batch := tp.NewBatch()
 		roots, st, err := carfile.Import(ctx, f, batch, carfile.ImportOptions{Progress: prog.add, Has: r.store.Has})
 		if err != nil {
 			batch.Cancel()

@@ -9,10 +9,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/metrics"
+	"github.com/ipfrs/ipfrs-mount/gc"
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
@@ -26,6 +29,8 @@ type mountFlags struct {
 	daemon            bool
 	logLevel          string
 	metricsAddr       string
+	gcInterval        time.Duration
+	gcTargetSize      string
 }
 
 func mountCommand() *command {
@@ -42,10 +47,20 @@ func mountCommand() *command {
 			fs.BoolVarP(&f.daemon, "daemon", "d", false, "run in the background once the mount answers; pid file and log in the repo")
 			fs.StringVar(&f.logLevel, "log-level", "", "debug | info | warn | error (default: info in the daemon's log file, warn on stderr)")
 			fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics (Prometheus) and /health on ADDR, e.g. 127.0.0.1:9464")
+			fs.DurationVar(&f.gcInterval, "gc-interval", 0, "collect garbage every DURATION (0: only when gc is run)")
+			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
 				return errors.New("want exactly one MOUNTPOINT")
+			}
+			if f.gcTargetSize != "" {
+				if f.gcInterval <= 0 {
+					return errors.New("--gc-target-size needs --gc-interval")
+				}
+				if _, err := humanize.ParseBytes(f.gcTargetSize); err != nil {
+					return fmt.Errorf("bad --gc-target-size %q", f.gcTargetSize)
+				}
 			}
 			if f.daemon && !daemonChild() {
 				dir, err := a.repoDir()
@@ -124,7 +139,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		metrics: metrics.New(metrics.Sources{Store: r.store.Counters})}
 	d.started = d.metrics.Started()
 	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
-		History: versions.New(r.store), Blocks: r.store, Chunker: chunkerParams(),
+		History: versions.New(r.store), Blocks: r.store, Store: r.store, Chunker: chunkerParams(),
 		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
 		FsName: fsName(dir), Observer: d.metrics,
 	})
@@ -162,6 +177,10 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	if f.autocommit > 0 {
 		go a.autocommit(ctx, r, tree, f.autocommit)
 	}
+	if f.gcInterval > 0 {
+		target, _ := humanize.ParseBytes(f.gcTargetSize)
+		go a.autoGC(ctx, r, tree, f.gcInterval, int64(target))
+	}
 	go func() {
 		<-ctx.Done()
 		// A busy mount refuses to unmount; retry, then detach lazily so the
@@ -186,6 +205,29 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	fmt.Fprintf(a.stderr, "ipfrs-mount: unmounted %s\n", mnt)
 	a.log.Info("unmounted")
 	return nil
+}
+
+// autoGC collects garbage every interval (only above target when it is
+// positive).
+func (a *app) autoGC(ctx context.Context, r *repo, tree *worktree.Tree, every time.Duration, target int64) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	d := &app{env: env{shared: r, tree: tree}, log: a.log}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			rep, err := d.collector(r).Run(ctx, gc.Options{TargetSize: target})
+			switch {
+			case errors.Is(err, store.ErrGCRunning):
+			case err != nil && ctx.Err() == nil:
+				a.log.Error("gc", "err", err)
+			case err == nil && rep.Removed > 0:
+				a.log.Info("gc", "removed", rep.Removed, "bytes", rep.RemovedBytes, "disk_after", rep.DiskAfter)
+			}
+		}
+	}
 }
 
 // autocommit commits the tree every interval when it changed.

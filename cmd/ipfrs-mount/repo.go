@@ -2,16 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/ipfrs/ipfrs-mount/pin"
 	"github.com/ipfrs/ipfrs-mount/store"
 )
 
@@ -88,36 +87,15 @@ func (a *app) abs(p string) string {
 }
 
 // rootRecord notes content added to the repo, so that stat can tell the
-// logical size of what the repo holds. (Pins, a later feature, will make
-// these GC roots.)
-type rootRecord struct {
-	Name  string    `json:"name"`
-	Size  uint64    `json:"size"`
-	Added time.Time `json:"added"`
-}
-
-const rootsPrefix = "roots/"
+// logical size of what the repo holds. It pins that content (see pin.Added).
+type rootRecord = pin.Added
 
 func (r *repo) recordRoot(ctx context.Context, c cid.Cid, rec rootRecord) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	return r.store.SetMeta(ctx, rootsPrefix+c.String(), b)
+	return pin.New(r.store).RecordAdded(ctx, c, rec)
 }
 
 func (r *repo) roots(ctx context.Context, fn func(c cid.Cid, rec rootRecord) error) error {
-	return r.store.ScanMeta(ctx, rootsPrefix, func(key string, val []byte) error {
-		c, err := cid.Decode(key[len(rootsPrefix):])
-		if err != nil {
-			return fmt.Errorf("repo: bad root record %q: %w", key, err)
-		}
-		var rec rootRecord
-		if err := json.Unmarshal(val, &rec); err != nil {
-			return fmt.Errorf("repo: bad root record %q: %w", key, err)
-		}
-		return fn(c, rec)
-	})
+	return pin.New(r.store).AddedRoots(ctx, fn)
 }
 
 // parseCIDPath splits "CID[/path]" (an optional /ipfs/ prefix is accepted).
