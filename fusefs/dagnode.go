@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/ipfs/go-cid"
 
+	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/worktree"
@@ -24,6 +25,7 @@ import (
 // may cache it for good; every change is refused with EROFS.
 type dagNode struct {
 	readOnly
+	m     *mountState
 	bs    unixfs.BlockViewer
 	log   *slog.Logger
 	info  unixfs.Info
@@ -47,12 +49,12 @@ var (
 // newDAGInode makes the inode for the DAG c, found at name below the node
 // with inode number parent. Inode numbers derive from that path, so they are
 // stable while mounted and distinct from the working tree's (top bit set).
-func newDAGInode(ctx context.Context, parent *fs.Inode, name string, bs unixfs.BlockViewer, log *slog.Logger, c cid.Cid, mtime time.Time) (*fs.Inode, unixfs.Info, error) {
-	info, err := unixfs.Stat(ctx, bs, c)
+func newDAGInode(ctx context.Context, parent *fs.Inode, name string, m *mountState, c cid.Cid, mtime time.Time) (*fs.Inode, unixfs.Info, error) {
+	info, err := unixfs.Stat(ctx, m.blocks, c)
 	if err != nil {
 		return nil, info, err
 	}
-	n := &dagNode{bs: bs, log: log, info: info, mtime: mtime}
+	n := &dagNode{m: m, bs: m.blocks, log: m.log, info: info, mtime: mtime}
 	return parent.NewInode(ctx, n, fs.StableAttr{Mode: dagMode(info.Kind) & syscall.S_IFMT, Ino: pathIno(parent.StableAttr().Ino, name)}), info, nil
 }
 
@@ -103,7 +105,7 @@ func (n *dagNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil {
 		return nil, toErrno(n.log, "lookup", err)
 	}
-	ch, _, err := newDAGInode(ctx, n.EmbeddedInode(), name, n.bs, n.log, c, n.mtime)
+	ch, _, err := newDAGInode(ctx, n.EmbeddedInode(), name, n.m, c, n.mtime)
 	if err != nil {
 		return nil, toErrno(n.log, "lookup", err)
 	}
@@ -141,25 +143,33 @@ func (n *dagNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 		n.file = f
 	}
 	// An open file's DAG is a GC root until it is closed.
+	h := &dagHandle{stream: n.m.openStream(n.file, int64(n.info.Size), nil)}
 	if p, ok := n.bs.(tempPinner); ok {
-		tp := p.TempPin()
-		tp.Protect(n.info.CID)
-		return &dagHandle{pin: tp}, fuse.FOPEN_KEEP_CACHE, 0
+		h.pin = p.TempPin()
+		h.pin.Protect(n.info.CID)
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // tempPinner is the block store's side of temporary pins.
 type tempPinner interface{ TempPin() *store.TempPin }
 
 // dagHandle is an open file of a stored DAG: it holds a temporary pin on
-// the file's DAG. Reads go to the node.
-type dagHandle struct{ pin *store.TempPin }
+// the file's DAG and its read-ahead. Reads go to the node.
+type dagHandle struct {
+	pin    *store.TempPin   // nil when the store has no GC
+	stream *prefetch.Stream // nil without a prefetcher
+}
 
 var _ fs.FileReleaser = (*dagHandle)(nil)
 
 func (h *dagHandle) Release(ctx context.Context) syscall.Errno {
-	h.pin.Release()
+	if h.pin != nil {
+		h.pin.Release()
+	}
+	if h.stream != nil {
+		h.stream.Close()
+	}
 	return 0
 }
 
@@ -169,6 +179,9 @@ func (n *dagNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 	n.mu.Unlock()
 	if file == nil {
 		return nil, syscall.EBADF
+	}
+	if h, ok := fh.(*dagHandle); ok && h.stream != nil {
+		h.stream.Access(off, int64(len(dest)))
 	}
 	k, err := file.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {

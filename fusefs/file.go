@@ -10,6 +10,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
@@ -20,6 +21,7 @@ type handle struct {
 	log      *slog.Logger
 	ino      uint64
 	writable bool
+	stream   *prefetch.Stream // read-ahead; nil for write-only handles
 }
 
 var (
@@ -33,18 +35,56 @@ var (
 // openHandle opens ino. The kernel keeps its cached pages when the content
 // has not changed since the last open; never FOPEN_DIRECT_IO, which would
 // break shared mmap.
-func openHandle(ctx context.Context, t *worktree.Tree, log *slog.Logger, ino uint64, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func openHandle(ctx context.Context, m *mountState, ino uint64, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	t := m.tree
 	if err := t.Opened(ino); err != nil {
-		return nil, 0, toErrno(log, "open", err)
+		return nil, 0, toErrno(m.log, "open", err)
 	}
-	openFlags, flags := flags, uint32(0)
+	h := &handle{tree: t, log: m.log, ino: ino, writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+	if flags&syscall.O_ACCMODE != syscall.O_WRONLY && flags&syscall.O_TRUNC == 0 {
+		if a, err := t.Getattr(ino); err == nil {
+			h.stream = m.openStream(treeSource{t, ino}, int64(a.Size), func() []prefetch.Range {
+				return tensorRanges(context.Background(), t, ino)
+			})
+		}
+	}
+	var fuseFlags uint32
 	if t.KeepCache(ino) {
-		flags |= fuse.FOPEN_KEEP_CACHE
+		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
-	return &handle{tree: t, log: log, ino: ino, writable: openFlags&syscall.O_ACCMODE != syscall.O_RDONLY}, flags, 0
+	return h, fuseFlags, 0
+}
+
+// treeSource is a working-tree file as the prefetcher sees it.
+type treeSource struct {
+	t   *worktree.Tree
+	ino uint64
+}
+
+func (s treeSource) Warm(ctx context.Context, off, n int64) error {
+	return s.t.Warm(ctx, s.ino, off, n)
+}
+
+// tensorRanges lists the tensors of a safetensors file in file order
+// (safetensors.Header keeps them sorted); nil for any other file.
+func tensorRanges(ctx context.Context, t *worktree.Tree, ino uint64) []prefetch.Range {
+	h, _, err := t.Tensors(ctx, ino)
+	if err != nil {
+		return nil
+	}
+	r := make([]prefetch.Range, 0, len(h.Tensors))
+	for _, x := range h.Tensors {
+		if x.End > x.Begin {
+			r = append(r, prefetch.Range{Off: x.Begin, End: x.End})
+		}
+	}
+	return r
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.stream != nil {
+		h.stream.Access(off, int64(len(dest)))
+	}
 	n, err := h.tree.ReadAt(ctx, h.ino, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, toErrno(h.log, "read", err)
@@ -91,6 +131,9 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	err := h.tree.Flush(ctx, h.ino)
 	if err != nil {
 		h.log.Error("flush on release", "ino", h.ino, "err", err)
+	}
+	if h.stream != nil {
+		h.stream.Close()
 	}
 	if err := h.tree.Released(ctx, h.ino); err != nil {
 		h.log.Error("release", "ino", h.ino, "err", err)

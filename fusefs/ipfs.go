@@ -51,7 +51,7 @@ func (d *ipfsRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if err != nil {
 		return nil, syscall.ENOENT
 	}
-	ch, _, err := newDAGInode(ctx, d.EmbeddedInode(), name, d.m.blocks, d.m.log, c, time.Unix(0, 0))
+	ch, _, err := newDAGInode(ctx, d.EmbeddedInode(), name, d.m, c, time.Unix(0, 0))
 	if err != nil {
 		return nil, dagLookupErr(d.m, err)
 	}

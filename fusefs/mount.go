@@ -12,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/versions"
@@ -40,6 +41,8 @@ type MountOptions struct {
 	FsName string
 	// Observer, if set, sees every request (metrics).
 	Observer Observer
+	// Prefetch, if set, reads ahead of the readers of open files.
+	Prefetch *prefetch.Prefetcher
 }
 
 // Mount serves tree at mountpoint and returns once the mount answers. The
@@ -49,7 +52,7 @@ func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, store: o.Store, chunker: o.Chunker, log: o.Logger,
-		headerSlots: make(chan struct{}, 2)}
+		prefetch: o.Prefetch, headerSlots: make(chan struct{}, 2)}
 	root := &Node{tree: tree, log: o.Logger, m: m}
 	server, err := MountNode(mountpoint, root, o)
 	if err != nil {
@@ -114,14 +117,24 @@ func MountNode(mountpoint string, root fs.InodeEmbedder, o MountOptions) (*fuse.
 
 // mountState is what every node of one mount shares.
 type mountState struct {
-	tree    *worktree.Tree
-	history *versions.History
-	blocks  unixfs.BlockViewer
-	store   *store.Badger
-	chunker string
-	log     *slog.Logger
+	tree     *worktree.Tree
+	history  *versions.History
+	blocks   unixfs.BlockViewer
+	store    *store.Badger
+	chunker  string
+	log      *slog.Logger
+	prefetch *prefetch.Prefetcher // nil: no read-ahead of our own
 
 	headerSlots chan struct{} // bounds reads of commit files' headers in flight
+}
+
+// openStream starts the read-ahead of an open file (nil without a
+// prefetcher). groups lists its tensors, if it has any.
+func (m *mountState) openStream(src prefetch.Source, size int64, groups func() []prefetch.Range) *prefetch.Stream {
+	if m.prefetch == nil || size == 0 {
+		return nil
+	}
+	return m.prefetch.Open(src, size, groups)
 }
 
 // setReadAhead raises the mount's readahead, which the FUSE INIT reply can

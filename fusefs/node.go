@@ -157,7 +157,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	h, flags, errno := openHandle(ctx, n.tree, n.log, child.StableAttr().Ino, flags)
+	h, flags, errno := openHandle(ctx, n.m, child.StableAttr().Ino, flags)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -216,7 +216,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 }
 
 func (n *Node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return openHandle(ctx, n.tree, n.log, n.ino(), flags)
+	return openHandle(ctx, n.m, n.ino(), flags)
 }
 
 func (n *Node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {

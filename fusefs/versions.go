@@ -278,7 +278,7 @@ func (m *mountState) commitTree(ctx context.Context, parent *fs.Inode, key strin
 	if errno != 0 {
 		return nil, errno
 	}
-	ch, _, err := newDAGInode(ctx, parent, key, m.blocks, m.log, cm.Tree, cm.Time)
+	ch, _, err := newDAGInode(ctx, parent, key, m, cm.Tree, cm.Time)
 	if err != nil {
 		return nil, toErrno(m.log, "commit tree", err)
 	}

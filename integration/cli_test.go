@@ -253,7 +253,7 @@ func TestVerifyFindsAlteredBlock(t *testing.T) {
 		t.Fatalf("verify: err %v stdout %q stderr %q", r.err, r.stdout, r.stderr)
 	}
 	r = ipfrs(t, repo, "cat", root)
-	if r.err == nil || !strings.Contains(r.stderr, "does not match its hash") {
+	if r.err == nil || !strings.Contains(r.stderr, "fail their checksum") {
 		t.Fatalf("cat of a corrupted file: err %v stderr %q", r.err, r.stderr)
 	}
 	if !bytes.HasPrefix(data, []byte(r.stdout)) {

@@ -26,8 +26,15 @@ type File struct {
 	checking map[cid.Cid]chan struct{} // hash checks in progress
 }
 
-// WillNeeder is a BlockViewer that can start reading a block from disk in
-// the background, ahead of a View.
+// CheckedViewer is a BlockViewer that can vouch for what it hands out:
+// checked true means the bytes are those stored under c (the store checked
+// its own checksum on this read), so the reader need not hash them.
+type CheckedViewer interface {
+	ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, checked bool) error) error
+}
+
+// WillNeeder is a BlockViewer that can start getting a block in the
+// background, ahead of a View (a store that fetches from the network).
 type WillNeeder interface {
 	WillNeed(ctx context.Context, c cid.Cid) error
 }
@@ -155,13 +162,21 @@ func (f *File) viewVerified(ctx context.Context, c cid.Cid, fn func([]byte) erro
 // check views c, hashing it before fn sees it, and records the result.
 func (f *File) check(ctx context.Context, c cid.Cid, done chan struct{}, fn func([]byte) error) error {
 	hashed := false
-	err := f.bs.View(ctx, c, func(b []byte) error {
-		if err := CheckHash(c, b); err != nil {
-			return err
+	view := func(b []byte, checked bool) error {
+		if !checked {
+			if err := CheckHash(c, b); err != nil {
+				return err
+			}
 		}
 		hashed = true
 		return fn(b)
-	})
+	}
+	var err error
+	if cv, ok := f.bs.(CheckedViewer); ok {
+		err = cv.ViewChecked(ctx, c, view)
+	} else {
+		err = f.bs.View(ctx, c, func(b []byte) error { return view(b, false) })
+	}
 	f.mu.Lock()
 	if hashed {
 		if len(f.verified) >= maxVerified {
@@ -175,9 +190,10 @@ func (f *File) check(ctx context.Context, c cid.Cid, done chan struct{}, fn func
 	return err
 }
 
-// Warm makes [off, off+n) ready to read: it starts reading every leaf in
-// the range from disk at once (when the store can), then checks each
-// leaf's hash. A ReadAt of the range afterwards costs one copy from memory.
+// Warm makes [off, off+n) ready to read: it starts getting every leaf in
+// the range at once (when the store can), then reads and checks each leaf,
+// which brings its pages into memory. A ReadAt of the range afterwards
+// costs one copy from memory.
 func (f *File) Warm(ctx context.Context, off, n int64) error {
 	if off < 0 || n <= 0 || uint64(off) >= f.size {
 		return nil

@@ -13,8 +13,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
-	"github.com/ipfrs/ipfrs-mount/metrics"
 	"github.com/ipfrs/ipfrs-mount/gc"
+	"github.com/ipfrs/ipfrs-mount/metrics"
+	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/versions"
@@ -31,6 +32,9 @@ type mountFlags struct {
 	metricsAddr       string
 	gcInterval        time.Duration
 	gcTargetSize      string
+	prefetch          bool
+	prefetchBudget    string
+	hashReads         bool
 }
 
 func mountCommand() *command {
@@ -47,12 +51,18 @@ func mountCommand() *command {
 			fs.BoolVarP(&f.daemon, "daemon", "d", false, "run in the background once the mount answers; pid file and log in the repo")
 			fs.StringVar(&f.logLevel, "log-level", "", "debug | info | warn | error (default: info in the daemon's log file, warn on stderr)")
 			fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics (Prometheus) and /health on ADDR, e.g. 127.0.0.1:9464")
+			fs.BoolVar(&f.hashReads, "hash-reads", false, "hash every block against its CID on its first read, instead of trusting the store's CRC32C of it")
+			fs.BoolVar(&f.prefetch, "prefetch", true, "read ahead of sequential readers and whole tensors, in parallel")
+			fs.StringVar(&f.prefetchBudget, "prefetch-budget", "256MiB", "bytes read ahead of all readers together")
 			fs.DurationVar(&f.gcInterval, "gc-interval", 0, "collect garbage every DURATION (0: only when gc is run)")
 			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
 				return errors.New("want exactly one MOUNTPOINT")
+			}
+			if _, err := humanize.ParseBytes(f.prefetchBudget); err != nil {
+				return fmt.Errorf("bad --prefetch-budget %q", f.prefetchBudget)
 			}
 			if f.gcTargetSize != "" {
 				if f.gcInterval <= 0 {
@@ -138,10 +148,17 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store, logFile: logPath, stop: stop,
 		metrics: metrics.New(metrics.Sources{Store: r.store.Counters})}
 	d.started = d.metrics.Started()
+	r.store.HashReads(f.hashReads)
+	var pf *prefetch.Prefetcher
+	if f.prefetch {
+		budget, _ := humanize.ParseBytes(f.prefetchBudget)
+		pf = prefetch.New(prefetch.Options{Budget: int64(budget)})
+		defer pf.Close()
+	}
 	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
 		History: versions.New(r.store), Blocks: r.store, Store: r.store, Chunker: chunkerParams(),
 		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
-		FsName: fsName(dir), Observer: d.metrics,
+		FsName: fsName(dir), Observer: d.metrics, Prefetch: pf,
 	})
 	if err != nil {
 		tree.Close(context.Background())

@@ -30,26 +30,26 @@ func statusCommand() *command {
 
 // statusOut is the status output; its JSON shape is stable (README).
 type statusOut struct {
-	Repo          string      `json:"repo"`
-	Mounted       bool        `json:"mounted"`
-	Mountpoint    string      `json:"mountpoint"`     // "" when not mounted
-	PID           int         `json:"pid"`            // 0 when not mounted
-	Started       *time.Time  `json:"started"`        // null when not mounted
-	UptimeSeconds float64     `json:"uptime_seconds"` // 0 when not mounted
-	LogFile       string      `json:"log_file"`       // "" when the daemon logs to its stderr
-	MetricsAddr   string      `json:"metrics_addr"`   // "" without --metrics
-	DiskBytes     int64       `json:"disk_bytes"`     // the store's files on disk
-	Blocks        int64       `json:"blocks"`
-	StoredBytes   int64       `json:"stored_bytes"` // sum of stored block sizes
-	TreeFiles     int64       `json:"tree_files"`   // regular files in the working tree
-	TreeBytes     uint64      `json:"tree_bytes"`   // their sizes
-	DedupRatio    float64     `json:"dedup_ratio"`  // tree_bytes / stored_bytes
-	OpenFiles     int64       `json:"open_files"`   // handles open on the mount
-	LastCommit    *commitInfo `json:"last_commit"`  // null before the first commit
-	LastGC        *gcInfo     `json:"last_gc"`      // null: never ran, or no gc in this build
-	Cache         *cacheInfo  `json:"cache"`        // null: the mount has no read cache
-	Prefetch      *prefetch   `json:"prefetch"`     // null: the mount has no prefetcher
-	StalePID      int         `json:"stale_pid,omitempty"`
+	Repo          string        `json:"repo"`
+	Mounted       bool          `json:"mounted"`
+	Mountpoint    string        `json:"mountpoint"`     // "" when not mounted
+	PID           int           `json:"pid"`            // 0 when not mounted
+	Started       *time.Time    `json:"started"`        // null when not mounted
+	UptimeSeconds float64       `json:"uptime_seconds"` // 0 when not mounted
+	LogFile       string        `json:"log_file"`       // "" when the daemon logs to its stderr
+	MetricsAddr   string        `json:"metrics_addr"`   // "" without --metrics
+	DiskBytes     int64         `json:"disk_bytes"`     // the store's files on disk
+	Blocks        int64         `json:"blocks"`
+	StoredBytes   int64         `json:"stored_bytes"` // sum of stored block sizes
+	TreeFiles     int64         `json:"tree_files"`   // regular files in the working tree
+	TreeBytes     uint64        `json:"tree_bytes"`   // their sizes
+	DedupRatio    float64       `json:"dedup_ratio"`  // tree_bytes / stored_bytes
+	OpenFiles     int64         `json:"open_files"`   // handles open on the mount
+	LastCommit    *commitInfo   `json:"last_commit"`  // null before the first commit
+	LastGC        *gcInfo       `json:"last_gc"`      // null: never ran, or no gc in this build
+	Cache         *cacheInfo    `json:"cache"`        // null: the mount has no read cache
+	Prefetch      *prefetchInfo `json:"prefetch"`     // null: the mount has no prefetcher
+	StalePID      int           `json:"stale_pid,omitempty"`
 }
 
 type commitInfo struct {
@@ -71,7 +71,7 @@ type cacheInfo struct {
 	HitRate float64 `json:"hit_rate"` // hits / (hits + misses)
 }
 
-type prefetch struct {
+type prefetchInfo struct {
 	FetchedBytes int64   `json:"fetched_bytes"`
 	UsedBytes    int64   `json:"used_bytes"`
 	Useful       float64 `json:"useful"` // used / fetched
@@ -99,7 +99,7 @@ func (a *app) status(ctx context.Context, asJSON bool) error {
 		if src.Cache != nil {
 			c := src.Cache.CacheCounters()
 			out.Cache = &cacheInfo{Hits: c.Hits, Misses: c.Misses, HitRate: ratio(c.Hits, c.Hits+c.Misses)}
-			out.Prefetch = &prefetch{FetchedBytes: c.PrefetchedBytes, UsedBytes: c.PrefetchUsedBytes,
+			out.Prefetch = &prefetchInfo{FetchedBytes: c.PrefetchedBytes, UsedBytes: c.PrefetchUsedBytes,
 				Useful: ratio(c.PrefetchUsedBytes, c.PrefetchedBytes)}
 		}
 		if src.GC != nil {

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/ipfs/go-cid"
 	"github.com/spf13/pflag"
 
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
 
@@ -44,6 +46,12 @@ func (a *app) verify(ctx context.Context, asJSON bool) error {
 		n++
 		prog.add(len(data))
 		switch {
+		case errors.Is(readErr, store.ErrCorrupt):
+			bad++
+			out.Corrupt = append(out.Corrupt, c.String())
+			if !asJSON {
+				fmt.Fprintf(a.stdout, "corrupt %s\n", c)
+			}
 		case readErr != nil:
 			bad++
 			out.Unreadable = append(out.Unreadable, c.String())
