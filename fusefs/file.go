@@ -5,11 +5,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/ipfrs/ipfrs-mount/mmapio"
 	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
@@ -22,37 +24,66 @@ type handle struct {
 	ino      uint64
 	writable bool
 	stream   *prefetch.Stream // read-ahead; nil for write-only handles
+
+	// The hot tier's copy of the content, when the handle was opened on
+	// one: passed through to the kernel (pt), or read from its mapping
+	// while the content stays that of the open (gen).
+	hot      *Hot
+	copy     *mmapio.File
+	pt       bool
+	gen      uint64
+	size     int64
+	readSize atomic.Int64 // bytes read through the daemon
 }
 
 var (
-	_ fs.FileReader   = (*handle)(nil)
-	_ fs.FileWriter   = (*handle)(nil)
-	_ fs.FileFlusher  = (*handle)(nil)
-	_ fs.FileFsyncer  = (*handle)(nil)
-	_ fs.FileReleaser = (*handle)(nil)
+	_ fs.FileReader          = (*handle)(nil)
+	_ fs.FileWriter          = (*handle)(nil)
+	_ fs.FileFlusher         = (*handle)(nil)
+	_ fs.FileFsyncer         = (*handle)(nil)
+	_ fs.FileReleaser        = (*handle)(nil)
+	_ fs.FilePassthroughFder = (*handle)(nil)
 )
 
 // openHandle opens ino. The kernel keeps its cached pages when the content
-// has not changed since the last open; never FOPEN_DIRECT_IO, which would
-// break shared mmap.
+// has not changed since the last open; never FOPEN_DIRECT_IO for a file
+// served by the daemon, which would break shared mmap.
 func openHandle(ctx context.Context, m *mountState, ino uint64, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	t := m.tree
 	if err := t.Opened(ino); err != nil {
 		return nil, 0, toErrno(m.log, "open", err)
 	}
 	h := &handle{tree: t, log: m.log, ino: ino, writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
-	if flags&syscall.O_ACCMODE != syscall.O_WRONLY && flags&syscall.O_TRUNC == 0 {
-		if a, err := t.Getattr(ino); err == nil {
-			h.stream = m.openStream(treeSource{t, ino}, int64(a.Size), func() []prefetch.Range {
-				return tensorRanges(context.Background(), t, ino)
-			})
-		}
+	if a, err := t.Getattr(ino); err == nil {
+		h.size = int64(a.Size)
 	}
 	var fuseFlags uint32
-	if t.KeepCache(ino) {
+	if m.hot != nil {
+		h.hot = m.hot
+		h.copy, h.pt, fuseFlags = m.hot.open(ctx, ino, h.writable || flags&syscall.O_TRUNC != 0)
+		h.gen, _ = t.Gen(ino)
+	}
+	if h.pt && fuseFlags&fuse.FOPEN_DIRECT_IO == 0 {
+		return h, fuseFlags, 0 // reads go to the copy without us
+	}
+	if flags&syscall.O_ACCMODE != syscall.O_WRONLY && flags&syscall.O_TRUNC == 0 && h.copy == nil {
+		h.stream = m.openStream(treeSource{t, ino}, h.size, func() []prefetch.Range {
+			return tensorRanges(context.Background(), t, ino)
+		})
+	}
+	if fuseFlags&fuse.FOPEN_DIRECT_IO == 0 && t.KeepCache(ino) {
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
 	return h, fuseFlags, 0
+}
+
+// PassthroughFd hands the kernel the hot copy to read from; go-fuse asks
+// only the first open of an inode, later ones share its backing file.
+func (h *handle) PassthroughFd() (int, bool) {
+	if h.copy == nil || !h.pt {
+		return 0, false
+	}
+	return h.copy.Fd(), true
 }
 
 // treeSource is a working-tree file as the prefetcher sees it.
@@ -82,6 +113,18 @@ func tensorRanges(ctx context.Context, t *worktree.Tree, ino uint64) []prefetch.
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.copy != nil {
+		if gen, err := h.tree.Gen(h.ino); err == nil && gen == h.gen {
+			b, err := h.copy.Bytes()
+			if err != nil {
+				return nil, toErrno(h.log, "read", err)
+			}
+			if off >= int64(len(b)) {
+				return fuse.ReadResultData(nil), 0
+			}
+			return fuse.ReadResultData(b[off:min(off+int64(len(dest)), int64(len(b)))]), 0
+		}
+	}
 	if h.stream != nil {
 		h.stream.Access(off, int64(len(dest)))
 	}
@@ -89,6 +132,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, toErrno(h.log, "read", err)
 	}
+	h.readSize.Add(int64(n))
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
@@ -134,6 +178,14 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	}
 	if h.stream != nil {
 		h.stream.Close()
+	}
+	if h.hot != nil {
+		if h.copy != nil {
+			h.copy.Close()
+		} else if h.size > 0 && h.readSize.Load() >= h.size {
+			h.hot.readWhole(h.ino)
+		}
+		h.hot.released(h.ino)
 	}
 	if err := h.tree.Released(ctx, h.ino); err != nil {
 		h.log.Error("release", "ino", h.ino, "err", err)

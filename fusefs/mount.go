@@ -43,6 +43,8 @@ type MountOptions struct {
 	Observer Observer
 	// Prefetch, if set, reads ahead of the readers of open files.
 	Prefetch *prefetch.Prefetcher
+	// Hot, if set, serves hot files from flat copies.
+	Hot *Hot
 }
 
 // Mount serves tree at mountpoint and returns once the mount answers. The
@@ -52,11 +54,14 @@ func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, store: o.Store, chunker: o.Chunker, log: o.Logger,
-		prefetch: o.Prefetch, headerSlots: make(chan struct{}, 2)}
+		prefetch: o.Prefetch, hot: o.Hot, headerSlots: make(chan struct{}, 2)}
 	root := &Node{tree: tree, log: o.Logger, m: m}
 	server, err := MountNode(mountpoint, root, o)
 	if err != nil {
 		return nil, err
+	}
+	if o.Hot != nil {
+		o.Hot.selfTest(server)
 	}
 	// After switch, reset or restore, the kernel must look the changed
 	// names up again.
@@ -124,6 +129,7 @@ type mountState struct {
 	chunker  string
 	log      *slog.Logger
 	prefetch *prefetch.Prefetcher // nil: no read-ahead of our own
+	hot      *Hot                 // nil: no hot tier
 
 	headerSlots chan struct{} // bounds reads of commit files' headers in flight
 }

@@ -64,6 +64,7 @@ type Stats struct {
 	BudgetInUse   int64 // bytes
 	BudgetPeak    int64 // bytes
 	Budget        int64 // bytes
+	Unit          int64 // bytes per unit
 	StreamsActive int64
 }
 
@@ -115,7 +116,7 @@ func (p *Prefetcher) Stats() Stats {
 		Hits: p.hits.Load(), Misses: p.misses.Load(), Issued: p.issued.Load(),
 		Useful: p.useful.Load(), Wasted: p.wasted.Load(), Failed: p.failed.Load(),
 		OverBudget: p.overLimit.Load(), BudgetInUse: p.used.Load(), BudgetPeak: p.peak.Load(),
-		Budget: p.o.Budget, StreamsActive: p.streams.Load(),
+		Budget: p.o.Budget, Unit: p.o.Unit, StreamsActive: p.streams.Load(),
 	}
 }
 

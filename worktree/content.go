@@ -485,3 +485,27 @@ func (t *Tree) Warm(ctx context.Context, ino uint64, off, n int64) error {
 	}
 	return base.Warm(ctx, off, min(n, baseLen-off))
 }
+
+// Content reports the file's flushed content and whether the file is
+// exactly that content: nothing written since, no import in progress.
+// Empty files have no content CID.
+func (t *Tree) Content(ino uint64) (c cid.Cid, size uint64, clean bool, err error) {
+	f, err := t.fileOf(ino)
+	if err != nil {
+		return cid.Undef, 0, false, err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	clean = f.stream == nil && len(f.dirty) == 0 && f.baseLen == f.baseSz && f.currentSize() == f.baseSz
+	return f.baseCID, f.baseSz, clean && f.baseCID.Defined(), nil
+}
+
+// WriteContent writes the file's flushed content to w, checking each block
+// as it goes (see unixfs.File.WriteTo).
+func (t *Tree) WriteContent(ctx context.Context, c cid.Cid, w io.Writer) (int64, error) {
+	f, err := unixfs.OpenFile(ctx, t.s, c)
+	if err != nil {
+		return 0, err
+	}
+	return f.WriteTo(ctx, w, 2)
+}

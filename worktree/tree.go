@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -888,4 +890,23 @@ func (t *Tree) Statfs() (syscall.Statfs_t, error) {
 	var st syscall.Statfs_t
 	err := syscall.Statfs(filepath.Dir(t.stage), &st)
 	return st, err
+}
+
+// LookupPath finds the inode at p, a slash-separated path from the root.
+func (t *Tree) LookupPath(p string) (uint64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	dir, name := path.Split(strings.Trim(p, "/"))
+	d, err := t.walkLocked(dir)
+	if err != nil {
+		return 0, err
+	}
+	if name == "" {
+		return RootIno, nil
+	}
+	c, ok := d.children[name]
+	if !ok {
+		return 0, ErrNotExist
+	}
+	return c, nil
 }

@@ -21,7 +21,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/metrics"
+	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/store"
 )
 
@@ -51,6 +53,8 @@ type daemonState struct {
 	logFile          string // "" when logging to stderr
 	stop             context.CancelFunc
 	store            *store.Badger
+	hot              *fusefs.Hot          // nil without a hot tier
+	prefetch         *prefetch.Prefetcher // nil without read-ahead
 }
 
 // detachDaemon starts this mount again as a background process and returns

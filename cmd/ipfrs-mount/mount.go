@@ -15,6 +15,7 @@ import (
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/gc"
 	"github.com/ipfrs/ipfrs-mount/metrics"
+	"github.com/ipfrs/ipfrs-mount/mmapio"
 	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
@@ -35,6 +36,8 @@ type mountFlags struct {
 	prefetch          bool
 	prefetchBudget    string
 	hashReads         bool
+	hotCache          string
+	passthrough       bool
 }
 
 func mountCommand() *command {
@@ -51,6 +54,8 @@ func mountCommand() *command {
 			fs.BoolVarP(&f.daemon, "daemon", "d", false, "run in the background once the mount answers; pid file and log in the repo")
 			fs.StringVar(&f.logLevel, "log-level", "", "debug | info | warn | error (default: info in the daemon's log file, warn on stderr)")
 			fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics (Prometheus) and /health on ADDR, e.g. 127.0.0.1:9464")
+			fs.StringVar(&f.hotCache, "hot-cache", "8GiB", "size of the hot tier: flat copies of files read whole or warmed, in <repo>/hot (0: none)")
+			fs.BoolVar(&f.passthrough, "passthrough", true, "serve hot files by FUSE passthrough when the kernel allows it (else through mmap)")
 			fs.BoolVar(&f.hashReads, "hash-reads", false, "hash every block against its CID on its first read, instead of trusting the store's CRC32C of it")
 			fs.BoolVar(&f.prefetch, "prefetch", true, "read ahead of sequential readers and whole tensors, in parallel")
 			fs.StringVar(&f.prefetchBudget, "prefetch-budget", "256MiB", "bytes read ahead of all readers together")
@@ -60,6 +65,9 @@ func mountCommand() *command {
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
 				return errors.New("want exactly one MOUNTPOINT")
+			}
+			if _, err := humanize.ParseBytes(f.hotCache); err != nil {
+				return fmt.Errorf("bad --hot-cache %q", f.hotCache)
 			}
 			if _, err := humanize.ParseBytes(f.prefetchBudget); err != nil {
 				return fmt.Errorf("bad --prefetch-budget %q", f.prefetchBudget)
@@ -145,20 +153,32 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store, logFile: logPath, stop: stop,
-		metrics: metrics.New(metrics.Sources{Store: r.store.Counters})}
-	d.started = d.metrics.Started()
-	r.store.HashReads(f.hashReads)
 	var pf *prefetch.Prefetcher
+	src := metrics.Sources{Store: r.store.Counters}
 	if f.prefetch {
 		budget, _ := humanize.ParseBytes(f.prefetchBudget)
 		pf = prefetch.New(prefetch.Options{Budget: int64(budget)})
 		defer pf.Close()
+		src.Cache = prefetchCounters{pf}
 	}
+	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store, logFile: logPath, stop: stop,
+		metrics: metrics.New(src)}
+	d.started = d.metrics.Started()
+	r.store.HashReads(f.hashReads)
+	if hotBytes, _ := humanize.ParseBytes(f.hotCache); hotBytes > 0 {
+		tier, err := mmapio.Open(filepath.Join(r.path, "hot"), int64(hotBytes), a.log)
+		if err != nil {
+			tree.Close(context.Background())
+			return err
+		}
+		d.hot = fusefs.NewHot(tier, tree, r.store, f.passthrough, a.log)
+		defer d.hot.Close()
+	}
+	d.prefetch = pf
 	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
 		History: versions.New(r.store), Blocks: r.store, Store: r.store, Chunker: chunkerParams(),
 		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
-		FsName: fsName(dir), Observer: d.metrics, Prefetch: pf,
+		FsName: fsName(dir), Observer: d.metrics, Prefetch: pf, Hot: d.hot,
 	})
 	if err != nil {
 		tree.Close(context.Background())
@@ -263,4 +283,14 @@ func (a *app) autocommit(ctx context.Context, r *repo, tree *worktree.Tree, ever
 			}
 		}
 	}
+}
+
+// prefetchCounters shows the prefetcher as the mount's read cache: a read
+// is a hit when the prefetcher had warmed all of it.
+type prefetchCounters struct{ p *prefetch.Prefetcher }
+
+func (c prefetchCounters) CacheCounters() metrics.CacheCounters {
+	s := c.p.Stats()
+	return metrics.CacheCounters{Hits: s.Hits, Misses: s.Misses,
+		PrefetchedBytes: s.Issued * s.Unit, PrefetchUsedBytes: s.Useful * s.Unit}
 }

@@ -49,6 +49,7 @@ type statusOut struct {
 	LastGC        *gcInfo       `json:"last_gc"`      // null: never ran, or no gc in this build
 	Cache         *cacheInfo    `json:"cache"`        // null: the mount has no read cache
 	Prefetch      *prefetchInfo `json:"prefetch"`     // null: the mount has no prefetcher
+	Hot           *hotInfo      `json:"hot"`          // null: the mount has no hot tier
 	StalePID      int           `json:"stale_pid,omitempty"`
 }
 
@@ -71,10 +72,19 @@ type cacheInfo struct {
 	HitRate float64 `json:"hit_rate"` // hits / (hits + misses)
 }
 
+type hotInfo struct {
+	Mode        string `json:"mode"` // "passthrough" or "mmap"
+	Files       int    `json:"files"`
+	Bytes       int64  `json:"bytes"`
+	BudgetBytes int64  `json:"budget_bytes"`
+}
+
 type prefetchInfo struct {
-	FetchedBytes int64   `json:"fetched_bytes"`
-	UsedBytes    int64   `json:"used_bytes"`
-	Useful       float64 `json:"useful"` // used / fetched
+	FetchedBytes    int64   `json:"fetched_bytes"`
+	UsedBytes       int64   `json:"used_bytes"`
+	Useful          float64 `json:"useful"`            // used / fetched
+	BudgetBytes     int64   `json:"budget_bytes"`      // read-ahead allowed, all readers together
+	BudgetPeakBytes int64   `json:"budget_peak_bytes"` // most of it ever in use
 }
 
 // status runs in the daemon when the repo is mounted (the control socket
@@ -101,6 +111,14 @@ func (a *app) status(ctx context.Context, asJSON bool) error {
 			out.Cache = &cacheInfo{Hits: c.Hits, Misses: c.Misses, HitRate: ratio(c.Hits, c.Hits+c.Misses)}
 			out.Prefetch = &prefetchInfo{FetchedBytes: c.PrefetchedBytes, UsedBytes: c.PrefetchUsedBytes,
 				Useful: ratio(c.PrefetchUsedBytes, c.PrefetchedBytes)}
+			if d.prefetch != nil {
+				st := d.prefetch.Stats()
+				out.Prefetch.BudgetBytes, out.Prefetch.BudgetPeakBytes = st.Budget, st.BudgetPeak
+			}
+		}
+		if d.hot != nil {
+			st := d.hot.Stats()
+			out.Hot = &hotInfo{Mode: d.hot.Mode(), Files: st.Files, Bytes: st.Bytes, BudgetBytes: st.BudgetBytes}
 		}
 		if src.GC != nil {
 			if g := src.GC.GCCounters(); g.Runs > 0 {
@@ -195,6 +213,9 @@ func printStatus(a *app, out statusOut) {
 	}
 	if p := out.Prefetch; p != nil {
 		fmt.Fprintf(w, "prefetch:     %.1f%% of %s fetched ahead was read\n", 100*p.Useful, humanize.IBytes(uint64(p.FetchedBytes)))
+	}
+	if h := out.Hot; h != nil {
+		fmt.Fprintf(w, "hot tier:     %d files, %s of %s, served by %s\n", h.Files, humanize.IBytes(uint64(h.Bytes)), humanize.IBytes(uint64(h.BudgetBytes)), h.Mode)
 	}
 }
 
