@@ -195,7 +195,7 @@ func (h *Hot) promoter() {
 		case <-h.stop:
 			return
 		case c := <-h.queue:
-			if err := h.add(ctx, c); err != nil && !errors.Is(err, mmapio.ErrTooBig) && ctx.Err() == nil {
+			if err := h.add(ctx, c); err != nil && !errors.Is(err, mmapio.ErrTooBig) && !errors.Is(err, mmapio.ErrNoSpace) && ctx.Err() == nil {
 				h.log.Warn("hot copy", "cid", c, "err", err)
 			}
 		}

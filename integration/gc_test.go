@@ -388,6 +388,18 @@ func TestMountGCInterval(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(d.mnt, "kept.bin")); err != nil || !bytes.Equal(got, kept) {
 		t.Fatalf("kept.bin after the automatic gc: %v", err)
 	}
+	var st struct {
+		LastGC *struct {
+			Runs       int64 `json:"runs"`
+			FreedBytes int64 `json:"freed_bytes"`
+		} `json:"last_gc"`
+	}
+	if err := json.Unmarshal([]byte(must(t, repo, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.LastGC == nil || st.LastGC.Runs == 0 || st.LastGC.FreedBytes == 0 {
+		t.Errorf("status after an automatic gc: last_gc %+v", st.LastGC)
+	}
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -192,7 +192,19 @@ func (t *Tier) Add(ctx context.Context, key string, size int64, fill func(ctx co
 	}
 }
 
+// MinFreeBytes is the free space a copy must leave on the tier's file
+// system: the hot tier is a cache, and must not take the space the store
+// needs for writes.
+const MinFreeBytes = 1 << 30
+
+// ErrNoSpace means the file system has no room for a copy.
+var ErrNoSpace = errors.New("not enough free space for a hot copy")
+
 func (t *Tier) build(ctx context.Context, key string, size int64, fill func(ctx context.Context, f *os.File) error) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(t.dir, &st); err == nil && int64(st.Bavail)*st.Bsize < size+MinFreeBytes {
+		return fmt.Errorf("hot tier: %s: %w", key, ErrNoSpace)
+	}
 	tmp, err := os.CreateTemp(t.dir, ".tmp-")
 	if err != nil {
 		return fmt.Errorf("hot tier: %w", err)

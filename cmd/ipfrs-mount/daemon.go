@@ -53,6 +53,7 @@ type daemonState struct {
 	logFile          string // "" when logging to stderr
 	stop             context.CancelFunc
 	store            *store.Badger
+	gcs              *gcRecord
 	hot              *fusefs.Hot          // nil without a hot tier
 	prefetch         *prefetch.Prefetcher // nil without read-ahead
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/gc"
+	"github.com/ipfrs/ipfrs-mount/metrics"
 	"github.com/ipfrs/ipfrs-mount/pin"
 	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
@@ -102,6 +104,9 @@ func (a *app) gc(ctx context.Context, o gc.Options, f *gcFlags) error {
 	if err != nil {
 		return err
 	}
+	if d := a.daemon; d != nil && !o.DryRun {
+		d.gcs.add(rep)
+	}
 	if f.asJSON {
 		out.Report = rep
 		b, _ := json.Marshal(out)
@@ -116,4 +121,24 @@ func (a *app) gc(ctx context.Context, o gc.Options, f *gcFlags) error {
 		verb, rep.Removed, rep.Blocks, humanize.IBytes(uint64(rep.RemovedBytes)), rep.Marked, rep.KeptYoung, rep.KeptLive,
 		humanize.IBytes(uint64(rep.DiskBefore)), humanize.IBytes(uint64(rep.DiskAfter)))
 	return nil
+}
+
+// gcRecord counts a daemon's garbage collections, for status and /metrics.
+type gcRecord struct {
+	mu sync.Mutex
+	c  metrics.GCCounters
+}
+
+func (g *gcRecord) add(rep gc.Report) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.c.Runs++
+	g.c.FreedBytes += rep.RemovedBytes
+	g.c.LastRun = time.Now()
+}
+
+func (g *gcRecord) GCCounters() metrics.GCCounters {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.c
 }

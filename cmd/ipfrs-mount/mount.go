@@ -161,8 +161,10 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		defer pf.Close()
 		src.Cache = prefetchCounters{pf}
 	}
+	gcs := &gcRecord{}
+	src.GC = gcs
 	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store, logFile: logPath, stop: stop,
-		metrics: metrics.New(src)}
+		metrics: metrics.New(src), gcs: gcs}
 	d.started = d.metrics.Started()
 	r.store.HashReads(f.hashReads)
 	if hotBytes, _ := humanize.ParseBytes(f.hotCache); hotBytes > 0 {
@@ -216,7 +218,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	if f.gcInterval > 0 {
 		target, _ := humanize.ParseBytes(f.gcTargetSize)
-		go a.autoGC(ctx, r, tree, f.gcInterval, int64(target))
+		go a.autoGC(ctx, r, tree, gcs, f.gcInterval, int64(target))
 	}
 	go func() {
 		<-ctx.Done()
@@ -246,7 +248,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 
 // autoGC collects garbage every interval (only above target when it is
 // positive).
-func (a *app) autoGC(ctx context.Context, r *repo, tree *worktree.Tree, every time.Duration, target int64) {
+func (a *app) autoGC(ctx context.Context, r *repo, tree *worktree.Tree, gcs *gcRecord, every time.Duration, target int64) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	d := &app{env: env{shared: r, tree: tree}, log: a.log}
@@ -260,8 +262,11 @@ func (a *app) autoGC(ctx context.Context, r *repo, tree *worktree.Tree, every ti
 			case errors.Is(err, store.ErrGCRunning):
 			case err != nil && ctx.Err() == nil:
 				a.log.Error("gc", "err", err)
-			case err == nil && rep.Removed > 0:
-				a.log.Info("gc", "removed", rep.Removed, "bytes", rep.RemovedBytes, "disk_after", rep.DiskAfter)
+			case err == nil:
+				gcs.add(rep)
+				if rep.Removed > 0 {
+					a.log.Info("gc", "removed", rep.Removed, "bytes", rep.RemovedBytes, "disk_after", rep.DiskAfter)
+				}
 			}
 		}
 	}
