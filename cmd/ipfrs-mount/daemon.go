@@ -51,6 +51,7 @@ type daemonState struct {
 	logFile          string // "" when logging to stderr
 	stop             context.CancelFunc
 	store            *store.Badger
+	gateways         *gatewaySet // trustless gateways started by mount --gateway or serve
 }
 
 // detachDaemon starts this mount again as a background process and returns

@@ -31,6 +31,8 @@ type mountFlags struct {
 	metricsAddr       string
 	gcInterval        time.Duration
 	gcTargetSize      string
+	gateway           string
+	remote            remoteFlags
 }
 
 func mountCommand() *command {
@@ -49,6 +51,8 @@ func mountCommand() *command {
 			fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics (Prometheus) and /health on ADDR, e.g. 127.0.0.1:9464")
 			fs.DurationVar(&f.gcInterval, "gc-interval", 0, "collect garbage every DURATION (0: only when gc is run)")
 			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
+			fs.StringVar(&f.gateway, "gateway", "", "also serve the repo as an IPFS trustless gateway on ADDR (like 'serve --gateway')")
+			f.remote.add(fs)
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
@@ -133,13 +137,19 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	if err != nil {
 		return err
 	}
+	blocks, closeRemote, err := f.remote.open(r.store, a.log)
+	if err != nil {
+		tree.Close(context.Background())
+		return err
+	}
+	defer closeRemote()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store, logFile: logPath, stop: stop,
+	d := &daemonState{gateways: &gatewaySet{log: a.log}, repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store, logFile: logPath, stop: stop,
 		metrics: metrics.New(metrics.Sources{Store: r.store.Counters})}
 	d.started = d.metrics.Started()
 	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
-		History: versions.New(r.store), Blocks: r.store, Store: r.store, Chunker: chunkerParams(),
+		History: versions.New(r.store), Blocks: blocks, Store: r.store, Chunker: chunkerParams(),
 		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
 		FsName: fsName(dir), Observer: d.metrics,
 	})
@@ -160,6 +170,14 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		return fail(err)
 	}
 	defer stopControl()
+	defer d.gateways.closeAll()
+	if f.gateway != "" {
+		url, err := d.gateways.start(f.gateway, r.store)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(a.stderr, "ipfrs-mount: serving the trustless gateway at %s\n", url)
+	}
 	if f.metricsAddr != "" {
 		stopMetrics, err := d.serveMetrics(f.metricsAddr, a.log)
 		if err != nil {
