@@ -137,7 +137,9 @@ func (a *app) publish(ctx context.Context, arg, api string, pin bool) error {
 	for sc.Scan() {
 		var line struct {
 			Root *struct {
-				Cid         struct{ Slash string `json:"/"` }
+				Cid struct {
+					Slash string `json:"/"`
+				}
 				PinErrorMsg string
 			}
 			Stats *struct{ BlockCount, BlockBytesCount uint64 }
