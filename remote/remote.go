@@ -114,6 +114,9 @@ type Store struct {
 
 	mu       sync.Mutex
 	inflight map[string]*fetch // by multihash
+	running  sync.WaitGroup
+	puts     chan put
+	writing  sync.WaitGroup
 
 	fetched, fetchedBytes, failed, requests atomic.Int64
 }
@@ -136,12 +139,29 @@ type fetch struct {
 func New(local *store.Badger, o Options) *Store {
 	o = o.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Store{local: local, o: o, slots: make(chan struct{}, o.Concurrency),
-		ctx: ctx, cancel: cancel, inflight: map[string]*fetch{}}
+	s := &Store{local: local, o: o, slots: make(chan struct{}, o.Concurrency),
+		ctx: ctx, cancel: cancel, inflight: map[string]*fetch{}, puts: make(chan put, o.Concurrency)}
+	s.writing.Add(1)
+	go func() {
+		defer s.writing.Done()
+		s.writer()
+	}()
+	return s
 }
 
-// Close cancels the fetches in flight; it does not close the local store.
-func (s *Store) Close() { s.cancel() }
+// Close cancels the fetches in flight and waits for them; it does not
+// close the local store.
+func (s *Store) Close() {
+	s.cancel()
+	s.running.Wait()
+	close(s.puts)
+	s.writing.Wait()
+}
+
+// Wait returns once every fetch started so far has ended, its block
+// stored: a view returns as soon as the bytes are verified, before they
+// are written.
+func (s *Store) Wait() { s.running.Wait() }
 
 // Local is the store under the gateways.
 func (s *Store) Local() *store.Badger { return s.local }
@@ -209,6 +229,7 @@ func (s *Store) start(c cid.Cid, must bool) *fetch {
 	if !ok && (must || len(s.inflight) < s.o.MaxQueued) {
 		f = &fetch{done: make(chan struct{})}
 		s.inflight[key] = f
+		s.running.Add(1)
 		go s.run(c, key, f)
 	}
 	s.mu.Unlock()
@@ -219,15 +240,15 @@ func (s *Store) start(c cid.Cid, must bool) *fetch {
 }
 
 func (s *Store) run(c cid.Cid, key string, f *fetch) {
+	stored := false
 	defer func() {
-		s.mu.Lock()
-		delete(s.inflight, key)
-		s.mu.Unlock()
-		close(f.done)
+		if !stored {
+			close(f.done)
+			s.finish(key)
+		}
 	}()
 	select {
 	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
 	case <-s.ctx.Done():
 		f.err = fmt.Errorf("block %s: %w", c, s.ctx.Err())
 		return
@@ -238,9 +259,11 @@ func (s *Store) run(c cid.Cid, key string, f *fetch) {
 		return nil
 	})
 	if err == nil {
+		<-s.slots
 		return
 	}
 	f.data, f.err = s.fetchAny(s.ctx, c)
+	<-s.slots // the network is done; storing takes no slot
 	if f.err != nil {
 		s.failed.Add(1)
 		s.o.Logger.Warn("remote: no gateway has the block", "cid", c.String(), "err", f.err)
@@ -248,9 +271,61 @@ func (s *Store) run(c cid.Cid, key string, f *fetch) {
 	}
 	s.fetched.Add(1)
 	s.fetchedBytes.Add(int64(len(f.data)))
-	if err := s.local.Put(s.ctx, c, f.data); err != nil {
-		// The verified bytes still serve this read; the next one fetches again.
-		s.o.Logger.Warn("remote: caching a fetched block", "cid", c.String(), "err", err)
+	// The readers go on while the writer stores the block; f.data is not
+	// changed after this.
+	stored = true
+	close(f.done)
+	s.puts <- put{c: c, key: key, data: f.data}
+}
+
+// finish ends a fetch: out of the map (only once its block is stored, so
+// that a view meanwhile waits on it rather than fetching again).
+func (s *Store) finish(key string) {
+	s.mu.Lock()
+	delete(s.inflight, key)
+	s.mu.Unlock()
+	s.running.Done()
+}
+
+// put is a fetched, verified block on its way to the local store.
+type put struct {
+	c    cid.Cid
+	key  string
+	data []byte
+}
+
+// maxPutGroup bounds the bytes of one commit of fetched blocks.
+const maxPutGroup = 32 << 20
+
+// writer stores fetched blocks, as many to a commit as have arrived (a
+// commit per block would cost more than the network).
+func (s *Store) writer() {
+	ctx := context.WithoutCancel(s.ctx)
+	for p := range s.puts {
+		group, size := []put{p}, len(p.data)
+	more:
+		for size < maxPutGroup {
+			select {
+			case q, ok := <-s.puts:
+				if !ok {
+					break more
+				}
+				group, size = append(group, q), size+len(q.data)
+			default:
+				break more
+			}
+		}
+		blocks := make([]store.Block, len(group))
+		for i, q := range group {
+			blocks[i] = store.Block{CID: q.c, Data: q.data}
+		}
+		if err := s.local.PutMany(ctx, blocks); err != nil {
+			// The verified bytes served their reads; the next read fetches again.
+			s.o.Logger.Warn("remote: caching fetched blocks", "blocks", len(blocks), "err", err)
+		}
+		for _, q := range group {
+			s.finish(q.key)
+		}
 	}
 }
 

@@ -124,6 +124,7 @@ func TestViewFetchesVerifiesAndCaches(t *testing.T) {
 				}
 			}
 			// Nothing but the right bytes is ever stored.
+			rs.Wait()
 			b, err := local.Get(context.Background(), c)
 			switch {
 			case tc.wantCache && (err != nil || !bytes.Equal(b, data)):
