@@ -93,6 +93,14 @@ func Export(ctx context.Context, bs BlockViewer, roots []cid.Cid, w io.Writer, o
 		if err != nil {
 			return st, err
 		}
+		if wn, ok := bs.(unixfs.WillNeeder); ok {
+			// Start reading the children now (from disk, or a remote
+			// store's network) rather than one at a time as the walk
+			// reaches them; a failed hint only means no read-ahead.
+			for _, l := range links {
+				_ = wn.WillNeed(ctx, l)
+			}
+		}
 		for i := len(links) - 1; i >= 0; i-- {
 			stack = append(stack, links[i])
 		}

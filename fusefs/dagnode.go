@@ -183,6 +183,13 @@ func (n *dagNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 	if h, ok := fh.(*dagHandle); ok && h.stream != nil {
 		h.stream.Access(off, int64(len(dest)))
 	}
+	if _, ok := n.bs.(unixfs.WillNeeder); ok {
+		// Start every leaf of the range at once (a remote store fetches
+		// them in parallel, once: a failure is the read's).
+		if err := file.Warm(ctx, off, int64(len(dest))); err != nil {
+			return nil, toErrno(n.log, "read", err)
+		}
+	}
 	k, err := file.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, toErrno(n.log, "read", err)

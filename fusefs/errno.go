@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"syscall"
 
+	"github.com/ipfrs/ipfrs-mount/remote"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
@@ -39,6 +40,10 @@ func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 		if errors.Is(err, e.err) {
 			return e.errno
 		}
+	}
+	if errors.Is(err, remote.ErrUnavailable) {
+		log.Error("no gateway gave the block", "op", op, "err", err)
+		return syscall.EIO
 	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {

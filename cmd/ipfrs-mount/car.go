@@ -18,34 +18,41 @@ import (
 func exportCommand() *command {
 	var out string
 	var version int
+	rf := &remoteFlags{}
 	return &command{
-		name: "export", args: "CID[/PATH] -o FILE.car [--car-version 1|2]", help: "write a DAG to a CAR file",
+		name: "export", args: "CID[/PATH] -o FILE.car [--car-version 1|2] [--remote URL[,URL...]]", help: "write a DAG to a CAR file",
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVarP(&out, "output", "o", "", "CAR file to write")
 			fs.IntVar(&version, "car-version", 1, "CAR format version, 1 or 2")
+			rf.add(fs)
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 || out == "" {
 				return errors.New("want exactly one CID and -o FILE.car")
 			}
-			return a.export(ctx, fs.Arg(0), a.abs(out), version)
+			return a.export(ctx, fs.Arg(0), a.abs(out), version, rf)
 		},
 	}
 }
 
-func (a *app) export(ctx context.Context, arg, out string, version int) error {
+func (a *app) export(ctx context.Context, arg, out string, version int, rf *remoteFlags) error {
 	if version != 1 && version != 2 {
 		return fmt.Errorf("--car-version must be 1 or 2, not %d", version)
 	}
 	if _, _, err := parseCIDPath(arg); err != nil {
 		return err
 	}
-	r, err := a.openRepoReadOnly()
+	r, err := a.open(!rf.enabled()) // fetched blocks are cached: writable
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	c, err := r.resolve(ctx, arg)
+	bs, closeRemote, err := rf.open(r.store, a.log)
+	if err != nil {
+		return err
+	}
+	defer closeRemote()
+	c, err := resolveIn(ctx, bs, arg)
 	if err != nil {
 		return err
 	}
@@ -58,7 +65,7 @@ func (a *app) export(ctx context.Context, arg, out string, version int) error {
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	prog := a.newProgress(-1, "exporting")
-	_, err = carfile.Export(ctx, r.store, []cid.Cid{c}, tmp, carfile.ExportOptions{Version: version, Progress: prog.add})
+	_, err = carfile.Export(ctx, bs, []cid.Cid{c}, tmp, carfile.ExportOptions{Version: version, Progress: prog.add})
 	prog.done()
 	if err != nil {
 		return argErr(arg, err)

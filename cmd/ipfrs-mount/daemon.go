@@ -56,6 +56,7 @@ type daemonState struct {
 	gcs              *gcRecord
 	hot              *fusefs.Hot          // nil without a hot tier
 	prefetch         *prefetch.Prefetcher // nil without read-ahead
+	gateways         *gatewaySet          // trustless gateways started by mount --gateway or serve
 }
 
 // detachDaemon starts this mount again as a background process and returns

@@ -38,6 +38,8 @@ type mountFlags struct {
 	hashReads         bool
 	hotCache          string
 	passthrough       bool
+	gateway           string
+	remote            remoteFlags
 }
 
 func mountCommand() *command {
@@ -61,6 +63,8 @@ func mountCommand() *command {
 			fs.StringVar(&f.prefetchBudget, "prefetch-budget", "256MiB", "bytes read ahead of all readers together")
 			fs.DurationVar(&f.gcInterval, "gc-interval", 0, "collect garbage every DURATION (0: only when gc is run)")
 			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
+			fs.StringVar(&f.gateway, "gateway", "", "also serve the repo as an IPFS trustless gateway on ADDR (like 'serve --gateway')")
+			f.remote.add(fs)
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
@@ -151,6 +155,12 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	if err != nil {
 		return err
 	}
+	blocks, closeRemote, err := f.remote.open(r.store, a.log)
+	if err != nil {
+		tree.Close(context.Background())
+		return err
+	}
+	defer closeRemote()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var pf *prefetch.Prefetcher
@@ -163,8 +173,8 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	gcs := &gcRecord{}
 	src.GC = gcs
-	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store, logFile: logPath, stop: stop,
-		metrics: metrics.New(src), gcs: gcs}
+	d := &daemonState{gateways: &gatewaySet{log: a.log}, repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store,
+		logFile: logPath, stop: stop, metrics: metrics.New(src), gcs: gcs}
 	d.started = d.metrics.Started()
 	r.store.HashReads(f.hashReads)
 	if hotBytes, _ := humanize.ParseBytes(f.hotCache); hotBytes > 0 {
@@ -178,7 +188,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	d.prefetch = pf
 	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
-		History: versions.New(r.store), Blocks: r.store, Store: r.store, Chunker: chunkerParams(),
+		History: versions.New(r.store), Blocks: blocks, Store: r.store, Chunker: chunkerParams(),
 		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
 		FsName: fsName(dir), Observer: d.metrics, Prefetch: pf, Hot: d.hot,
 	})
@@ -199,6 +209,14 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		return fail(err)
 	}
 	defer stopControl()
+	defer d.gateways.closeAll()
+	if f.gateway != "" {
+		url, err := d.gateways.start(f.gateway, r.store)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(a.stderr, "ipfrs-mount: serving the trustless gateway at %s\n", url)
+	}
 	if f.metricsAddr != "" {
 		stopMetrics, err := d.serveMetrics(f.metricsAddr, a.log)
 		if err != nil {

@@ -15,13 +15,15 @@ import (
 )
 
 func catCommand() *command {
+	rf := &remoteFlags{}
 	return &command{
-		name: "cat", args: "CID[/PATH]...", help: "write the contents of files to stdout",
-		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.cat(ctx, fs.Args()) },
+		name: "cat", args: "CID[/PATH]... [--remote URL[,URL...]]", help: "write the contents of files to stdout",
+		flags: rf.add,
+		run:   func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.cat(ctx, fs.Args(), rf) },
 	}
 }
 
-func (a *app) cat(ctx context.Context, args []string) error {
+func (a *app) cat(ctx context.Context, args []string, rf *remoteFlags) error {
 	if len(args) == 0 {
 		return errors.New("no CID given")
 	}
@@ -31,21 +33,30 @@ func (a *app) cat(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	r, err := a.openRepoReadOnly()
+	r, err := a.open(!rf.enabled()) // fetched blocks are cached: writable
 	if err != nil {
 		return err
 	}
 	defer r.close()
+	bs, closeRemote, err := rf.open(r.store, a.log)
+	if err != nil {
+		return err
+	}
+	defer closeRemote()
+	workers := runtime.GOMAXPROCS(0)
+	if rf.enabled() {
+		workers = max(workers, 16) // leaves in flight from the network
+	}
 	for _, arg := range args {
-		c, err := r.resolve(ctx, arg)
+		c, err := resolveIn(ctx, bs, arg)
 		if err != nil {
 			return err
 		}
-		f, err := unixfs.OpenFile(ctx, r.store, c)
+		f, err := unixfs.OpenFile(ctx, bs, c)
 		if err != nil {
 			return argErr(arg, err)
 		}
-		if _, err := f.WriteTo(ctx, a.stdout, runtime.GOMAXPROCS(0)); err != nil {
+		if _, err := f.WriteTo(ctx, a.stdout, workers); err != nil {
 			return argErr(arg, err)
 		}
 	}
@@ -54,11 +65,16 @@ func (a *app) cat(ctx context.Context, args []string) error {
 
 // resolve turns "CID[/path]" into the CID it names.
 func (r *repo) resolve(ctx context.Context, arg string) (cid.Cid, error) {
+	return resolveIn(ctx, r.store, arg)
+}
+
+// resolveIn resolves "CID[/path]" through bs.
+func resolveIn(ctx context.Context, bs unixfs.BlockViewer, arg string) (cid.Cid, error) {
 	c, p, err := parseCIDPath(arg)
 	if err != nil {
 		return cid.Undef, err
 	}
-	c, err = unixfs.Resolve(ctx, r.store, c, p)
+	c, err = unixfs.Resolve(ctx, bs, c, p)
 	if errors.Is(err, store.ErrNotFound) {
 		return cid.Undef, argErr(arg, err)
 	}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ipfrs/ipfrs-mount/remote"
+	"github.com/ipfrs/ipfrs-mount/store"
+	"github.com/ipfrs/ipfrs-mount/unixfs"
+)
+
+// remoteFlags are the flags of the commands that read blocks missing
+// locally from trustless gateways: mount, cat, export.
+type remoteFlags struct {
+	list    string
+	timeout time.Duration
+	retries int
+}
+
+func (f *remoteFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&f.list, "remote", "", "fetch blocks missing here from these trustless gateways (URL[,URL...]); fetched blocks are verified, then cached in the repo until gc")
+	fs.DurationVar(&f.timeout, "remote-timeout", 30*time.Second, "with --remote: give up on one gateway request after DURATION")
+	fs.IntVar(&f.retries, "remote-retries", 2, "with --remote: rounds over the gateways after the first, with a doubling pause (0: none)")
+}
+
+func (f *remoteFlags) enabled() bool { return f.list != "" }
+
+// open puts the gateways behind s; without --remote it returns s itself
+// and a no-op close.
+func (f *remoteFlags) open(s *store.Badger, log *slog.Logger) (unixfs.BlockViewer, func(), error) {
+	if !f.enabled() {
+		return s, func() {}, nil
+	}
+	gws, err := remote.ParseGateways(f.list)
+	if err != nil {
+		return nil, nil, err
+	}
+	retries := f.retries
+	if retries == 0 {
+		retries = -1 // remote.Options: 0 means the default
+	}
+	rs := remote.New(s, remote.Options{Gateways: gws, Timeout: f.timeout, Retries: retries, Logger: log})
+	return rs, rs.Close, nil
+}
