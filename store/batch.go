@@ -32,6 +32,7 @@ type Batch struct {
 	ownPin  bool
 	txn     *badger.Txn
 	arena   []byte
+	full    [][]byte            // earlier arena chunks, still referenced by txn
 	keys    map[string]struct{} // keys in txn
 	pending int64               // bytes queued in txn
 
@@ -103,7 +104,7 @@ func (b *Batch) put(ctx context.Context, c cid.Cid, data []byte, tag byte, rawSi
 	b.StoredBytes += int64(rawSize)
 	b.s.counters.puts.Add(1)
 	b.s.counters.putBytes.Add(int64(rawSize))
-	if len(b.arena) >= b.s.opts.BatchBytes {
+	if b.pending >= int64(b.s.opts.BatchBytes) {
 		return b.Flush()
 	}
 	return nil
@@ -116,14 +117,20 @@ func (b *Batch) PutEncoded(ctx context.Context, c cid.Cid, payload []byte, tag b
 }
 
 // copyIn copies data into the arena. Queued entries point into it, so it
-// never grows in place past its capacity: a block that does not fit is
-// copied on its own.
+// never grows in place: when full, a new chunk twice the size follows (up
+// to a batch's worth), so that a batch of one small block costs a small
+// allocation, and a big batch a few.
 func (b *Batch) copyIn(data []byte) []byte {
-	if b.arena == nil {
-		b.arena = make([]byte, 0, b.s.opts.BatchBytes+b.s.opts.BatchBytes/4)
-	}
 	if len(b.arena)+len(data) > cap(b.arena) {
-		return append([]byte(nil), data...)
+		limit := b.s.opts.BatchBytes + b.s.opts.BatchBytes/4
+		n := min(max(2*cap(b.arena), 2*len(data), 1<<20), limit)
+		if n < len(data) {
+			return append([]byte(nil), data...)
+		}
+		if len(b.arena) > 0 {
+			b.full = append(b.full, b.arena)
+		}
+		b.arena = make([]byte, 0, n)
 	}
 	off := len(b.arena)
 	b.arena = append(b.arena, data...)
@@ -138,7 +145,7 @@ func (b *Batch) Flush() error {
 	if err := b.s.checkSpace(b.pending); err != nil {
 		b.txn.Discard()
 		b.txn, b.pending = b.s.db.NewTransaction(true), 0
-		b.arena = b.arena[:0]
+		b.arena, b.full = b.arena[:0], nil
 		clear(b.keys)
 		return err
 	}
@@ -150,7 +157,7 @@ func (b *Batch) Flush() error {
 	b.s.writes.RUnlock()
 	b.pending = 0
 	b.txn = b.s.db.NewTransaction(true)
-	b.arena = b.arena[:0]
+	b.arena, b.full = b.arena[:0], nil
 	clear(b.keys)
 	b.s.prealloc.check()
 	if err != nil {
