@@ -141,6 +141,10 @@ func TestHotTier(t *testing.T) {
 			checkRandomRanges(t, m, want, uint64(i), 100) // from the store
 			must(t, repo, "warm", m)
 			st := hotStatus(t, repo)
+			if st.Hot != nil && tc.mode == "passthrough" && st.Hot.Mode == "mmap" {
+				// The daemon's self-test logged why (not root, a kernel before 6.9).
+				t.Skipf("the kernel refused FUSE passthrough here:\n%s", d.stderr.String())
+			}
 			if st.Hot == nil || st.Hot.Mode != tc.mode || st.Hot.Files != 1 {
 				t.Fatalf("status after warm: hot %+v, want mode %s with 1 file", st.Hot, tc.mode)
 			}
