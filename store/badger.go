@@ -201,25 +201,7 @@ func (s *Badger) has(key []byte) (bool, error) {
 // slice points into Badger's mapping: it is valid only during fn and must
 // not be modified or retained.
 func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) error {
-	if c.Prefix().MhType == mh.IDENTITY { // the data is the CID itself
-		dec, err := mh.Decode(c.Hash())
-		if err != nil {
-			return fmt.Errorf("block %s: %w", c, err)
-		}
-		return fn(dec.Digest)
-	}
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(blockKey(c.Hash()))
-		if err != nil {
-			return err
-		}
-		return s.viewItem(item, func(b []byte) error {
-			s.counters.gets.Add(1)
-			s.counters.getBytes.Add(int64(len(b)))
-			return fn(b)
-		})
-	})
-	return blockErr(c, err)
+	return s.ViewChecked(ctx, c, func(b []byte, _ bool) error { return fn(b) })
 }
 
 // ViewChecked is View for readers that check what they read: checked
@@ -230,8 +212,12 @@ func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) err
 // (import, fetch), and verify hashes everything; small blocks in the LSM
 // tree and compressed ones come with checked false.
 func (s *Badger) ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, checked bool) error) error {
-	if c.Prefix().MhType == mh.IDENTITY {
-		return s.View(ctx, c, func(b []byte) error { return fn(b, true) })
+	if c.Prefix().MhType == mh.IDENTITY { // the data is the CID itself
+		dec, err := mh.Decode(c.Hash())
+		if err != nil {
+			return fmt.Errorf("block %s: %w", c, err)
+		}
+		return fn(dec.Digest, true)
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(blockKey(c.Hash()))
@@ -242,7 +228,11 @@ func (s *Badger) ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, c
 		// value (its header and CRC); an inline value does not.
 		inLog := item.EstimatedSize() != item.KeySize()+item.ValueSize()
 		checked := inLog && frame(item.UserMeta()).compression() == compressionNone && !s.hashReads.Load()
-		return s.viewItem(item, func(b []byte) error { return fn(b, checked) })
+		return s.viewItem(item, func(b []byte) error {
+			s.counters.gets.Add(1)
+			s.counters.getBytes.Add(int64(len(b)))
+			return fn(b, checked)
+		})
 	})
 	return blockErr(c, err)
 }
