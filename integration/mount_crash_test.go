@@ -3,10 +3,10 @@ package integration
 import (
 	"crypto/sha256"
 	"fmt"
-		"os"
+	"os"
 	"path/filepath"
-		"sync"
-		"testing"
+	"sync"
+	"testing"
 )
 
 // durableLog is what the writers were promised: once a file's fsync, the
