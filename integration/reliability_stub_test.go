@@ -2,7 +2,6 @@ package integration
 
 import "testing"
 
-func corruption(t *testing.T, cfg reliabilityConfig, c *tally)   {}
 func hostileInput(t *testing.T, cfg reliabilityConfig, c *tally) {}
 func load(t *testing.T, cfg reliabilityConfig, c *tally)         {}
 func security(t *testing.T, cfg reliabilityConfig, c *tally)     {}
