@@ -297,7 +297,7 @@ func hostileInput(t *testing.T, cfg reliabilityConfig, c *tally) {
 			[]byte("{\"args\":[]}\n"),
 			[]byte("{\"args\":\"cat\"}\n"),
 			bytes.Repeat([]byte("A"), 2<<20), // no newline, over the limit
-			[]byte("{\"args\":[\"cat\""),       // cut short
+			[]byte("{\"args\":[\"cat\""),     // cut short
 			{},
 		}
 		for i, g := range garbage {
