@@ -49,12 +49,12 @@ func load(t *testing.T, cfg reliabilityConfig, c *tally) {
 		}
 		ops := 0
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			// terse v3: field 6 read total IOs ... use the read and write kB
+			// terse v3: field 5 is the KiB read, field 46 the KiB written
 			f := strings.Split(line, ";")
 			if len(f) > 50 {
 				var r, w int
-				fmt.Sscan(f[6], &r)
-				fmt.Sscan(f[47], &w)
+				fmt.Sscan(f[5], &r)
+				fmt.Sscan(f[46], &w)
 				ops += (r + w) / 64 // kB moved / 64 KiB per I/O
 			}
 		}
