@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
-	"github.com/ipfrs/ipfrs-mount/metrics"
 	"github.com/ipfrs/ipfrs-mount/gc"
+	"github.com/ipfrs/ipfrs-mount/metrics"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/versions"
