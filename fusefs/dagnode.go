@@ -120,6 +120,9 @@ func (n *dagNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	}
 	list := make([]fuse.DirEntry, 0, len(ents))
 	for _, e := range ents {
+		if unixfs.ValidName(e.Name) != nil {
+			continue // "..", "a/b", "": a hostile DAG's; no path can name them
+		}
 		info, err := unixfs.Stat(ctx, n.bs, e.CID)
 		if err != nil {
 			return nil, toErrno(n.log, "readdir", err)

@@ -464,6 +464,9 @@ func (d *tensorsDAGDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errn
 	}
 	var names []string
 	for _, e := range ents {
+		if unixfs.ValidName(e.Name) != nil {
+			continue
+		}
 		info, err := unixfs.Stat(ctx, d.m.blocks, e.CID)
 		if err != nil {
 			return nil, toErrno(d.m.log, "readdir", err)

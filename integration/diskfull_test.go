@@ -14,8 +14,8 @@ import (
 // killing the daemon (Badger writes through memory mappings, where a full
 // disk is SIGBUS); what was stored stays intact, and once there is room
 // again, writing works.
-func TestDiskFull(t *testing.T) {
-	requireFUSE(t)
+// It is part of TestReliability.
+func diskFull(t *testing.T, cfg reliabilityConfig, c *tally) {
 	if os.Geteuid() != 0 {
 		if inCI() {
 			t.Fatal("the disk-full test needs root to mount a tmpfs")
@@ -28,13 +28,16 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", fsdir).Run() })
 	repo := filepath.Join(fsdir, "repo")
-	mnt, stop := mountRepo(t, repo)
+	d := suiteMount(t, c, repo)
+	mnt, stop := d.mnt, d.stop
 	var stored [][]byte
 	var full bool
 	for i := range 5 {
 		data := randomBytes(uint64(200+i), 150<<20)
 		err := os.WriteFile(filepath.Join(mnt, "f"+string(rune('0'+i))), data, 0o644)
+		c.op(1)
 		if errors.Is(err, syscall.ENOSPC) {
+			c.fault(1)
 			full = true
 			break
 		}
@@ -58,6 +61,7 @@ func TestDiskFull(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mnt, "after"), more, 0o644); err != nil {
 		t.Fatalf("writing once there is room again: %v", err)
 	}
+	c.runWith(len(stored) + 1)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,10 @@ package integration
 import (
 	"crypto/sha256"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // durableLog is what the writers were promised: once a file's fsync, the
@@ -136,57 +132,4 @@ func fsyncPath(path string) error {
 		err = cerr
 	}
 	return err
-}
-
-// TestMountCrash kills the daemon with SIGKILL while files are being
-// replaced, remounts, and checks every name whose fsyncs had returned.
-// IPFRS_CRASH_ROUNDS sets the number of rounds (default 10).
-func TestMountCrash(t *testing.T) {
-	rounds := 10
-	if s := os.Getenv("IPFRS_CRASH_ROUNDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("IPFRS_CRASH_ROUNDS=%q: want a positive number", s)
-		}
-		rounds = n
-	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 1))
-	repo := filepath.Join(t.TempDir(), "repo")
-	log := &durableLog{durable: map[string][32]byte{}, inFlight: map[string][32]byte{}}
-
-	for round := range rounds {
-		mnt, kill9 := mountRepoKill9(t, repo)
-		if !log.check(t, mnt) {
-			t.Fatalf("round %d: files lost or damaged by the crash before it", round)
-		}
-		var killed atomic.Bool
-		var wg sync.WaitGroup
-		for _, dir := range []string{".", "runs/ckpt"} {
-			writerSeed := rng.Uint64()
-			wg.Go(func() {
-				err := crashWriter(mnt, dir, writerSeed, log)
-				if !killed.Load() {
-					t.Errorf("round %d: writer in %s failed before the crash: %v", round, dir, err)
-				}
-			})
-		}
-		time.Sleep(time.Duration(50+rng.IntN(451)) * time.Millisecond)
-		killed.Store(true)
-		kill9()
-		wg.Wait()
-		if err := unmountDead(t, mnt); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("round %d: %d replacements done, %d renames in flight at the crash", round, log.replaced, len(log.inFlight))
-		log.replaced = 0
-	}
-
-	mnt, stop := mountRepo(t, repo)
-	log.check(t, mnt)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	must(t, repo, "verify")
 }

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-pkgs="ca-certificates curl unzip git fuse3 time rsync sqlite3 fio attr python3-numpy python3-torch"
+pkgs="ca-certificates curl unzip git fuse3 time rsync sqlite3 fio stress-ng dbench attr python3-numpy python3-torch"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

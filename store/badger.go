@@ -118,6 +118,11 @@ func Open(dir string, o Options) (*Badger, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	if !o.ReadOnly {
+		if err := checkNewestValueLog(dir); err != nil {
+			return nil, err
+		}
+	}
 	bo := badger.DefaultOptions(dir).
 		WithValueThreshold(o.ValueThreshold).
 		WithValueLogFileSize(o.ValueLogFileSize).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -99,7 +100,16 @@ func mountCommand() *command {
 	}
 }
 
+// daemonMemoryLimit is the daemon's soft Go memory limit unless GOMEMLIMIT
+// sets one. Without it, write bursts (fio, 16 jobs) let the heap's garbage
+// take RssAnon to 500-700 MiB between collections; with it the same load
+// peaks near 130 MiB at the same throughput (issue 8, measured).
+const daemonMemoryLimit = 192 << 20
+
 func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(daemonMemoryLimit)
+	}
 	mnt, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return err
