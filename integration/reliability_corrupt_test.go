@@ -121,7 +121,7 @@ func corruption(t *testing.T, cfg reliabilityConfig, c *tally) {
 					t.Fatal("cat of the intact file differs")
 				}
 				r := ipfrs(t, repo, "cat", victimCID)
-				if r.err == nil || !strings.Contains(r.stderr, "does not match its hash") || !bytes.HasPrefix(victim, []byte(r.stdout)) {
+				if r.err == nil || !strings.Contains(r.stderr, "fail their checksum") || !bytes.HasPrefix(victim, []byte(r.stdout)) {
 					t.Fatalf("cat of the damaged file: %v %q", r.err, r.stderr)
 				}
 				if r := ipfrs(t, repo, "verify"); strings.TrimSpace(r.stdout) != named {
