@@ -9,6 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func fillWith(data []byte) func(context.Context, *os.File) error {
@@ -140,5 +143,36 @@ func TestConcurrentAddsCopyOnce(t *testing.T) {
 	wg.Wait()
 	if n := fills.Load(); n != 1 {
 		t.Errorf("copied %d times", n)
+	}
+}
+
+// Prefetch reads a copy the page cache does not hold, and cached tells.
+func TestPrefetchFillsThePageCache(t *testing.T) {
+	ctx := context.Background()
+	tier, err := Open(t.TempDir(), 64<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
+	if err := tier.Add(ctx, "k", int64(len(data)), fillWith(data)); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := tier.OpenFile("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(f.Fd(), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if f.cached() {
+		t.Skip("the page cache kept the copy despite FADV_DONTNEED")
+	}
+	f.Prefetch()
+	for i := 0; !f.cached(); i++ {
+		if i == 3000 {
+			t.Fatal("copy not in the page cache 30 s after Prefetch")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
