@@ -46,8 +46,9 @@ var (
 )
 
 // openHandle opens ino. The kernel keeps its cached pages when the content
-// has not changed since the last open; never FOPEN_DIRECT_IO for a file
-// served by the daemon, which would break shared mmap.
+// has not changed since the last open. FOPEN_DIRECT_IO, which would break
+// shared mmap of a file the daemon serves, comes only with passthrough
+// (mmap then goes to the hot copy; see Hot).
 func openHandle(ctx context.Context, m *mountState, ino uint64, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	t := m.tree
 	if err := t.Opened(ino); err != nil {
