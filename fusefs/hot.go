@@ -115,6 +115,10 @@ func (h *Hot) selfTest(server *fuse.Server) {
 // clean file with a checked copy on an idle inode it returns the copy;
 // pt says whether to pass it through.
 func (h *Hot) open(ctx context.Context, ino uint64, writable bool) (file *mmapio.File, pt bool, flags uint32) {
+	var f *mmapio.File
+	if !writable {
+		f = h.copyOf(ctx, ino) // may wait for a flush: not under mu
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	md := h.modes[ino]
@@ -122,8 +126,11 @@ func (h *Hot) open(ctx context.Context, ino uint64, writable bool) (file *mmapio
 		md = &inodeMode{}
 		h.modes[ino] = md
 	}
-	defer func() { md.opens++ }()
-	if md.opens > 0 {
+	md.opens++
+	if md.opens > 1 { // the inode's mode is set
+		if f != nil {
+			f.Close()
+		}
 		if !md.pt {
 			return nil, false, 0
 		}
@@ -135,30 +142,37 @@ func (h *Hot) open(ctx context.Context, ino uint64, writable bool) (file *mmapio
 		}
 		return nil, true, 0
 	}
-	if writable {
+	if f == nil {
 		return nil, false, 0
 	}
+	md.pt = h.passthrough
+	f.Prefetch()
+	return f, md.pt, 0
+}
+
+// copyOf opens the checked copy of the file's content, if the file is
+// clean and the tier has one; a copy left by an earlier run gets checked in
+// the background, for later opens.
+func (h *Hot) copyOf(ctx context.Context, ino uint64) *mmapio.File {
 	c, size, clean, err := h.tree.Content(ino)
 	if err != nil || !clean || size < MinHotSize {
-		return nil, false, 0
+		return nil
 	}
 	key := c.String()
 	if !h.tier.Has(key) {
 		go h.tier.Check(context.WithoutCancel(ctx), key, func(ctx context.Context, f *os.File) error {
 			return checkCopy(ctx, h.bs, c, size, f)
 		})
-		return nil, false, 0
+		return nil
 	}
 	f, ok, err := h.tier.OpenFile(key)
-	if err != nil || !ok {
-		if err != nil {
-			h.log.Warn("hot copy", "cid", key, "err", err)
-		}
-		return nil, false, 0
+	if err != nil {
+		h.log.Warn("hot copy", "cid", key, "err", err)
 	}
-	md.pt = h.passthrough
-	f.Prefetch()
-	return f, md.pt, 0
+	if !ok {
+		return nil
+	}
+	return f
 }
 
 // released ends one open of ino.
