@@ -145,8 +145,8 @@ func (n *dagNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 		}
 		n.file = f
 	}
-	// An open file's DAG is a GC root until it is closed.
 	h := &dagHandle{stream: n.m.openStream(n.file, int64(n.info.Size), nil)}
+	// An open file's DAG is a GC root until it is closed.
 	if p, ok := n.bs.(tempPinner); ok {
 		h.pin = p.TempPin()
 		h.pin.Protect(n.info.CID)
