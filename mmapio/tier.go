@@ -315,9 +315,6 @@ func (t *Tier) OpenFile(key string) (*File, bool, error) {
 // Fd is the copy's file descriptor, valid until Close.
 func (f *File) Fd() int { return int(f.f.Fd()) }
 
-// Size is the copy's length.
-func (f *File) Size() int64 { return f.e.size }
-
 // Bytes maps the copy (once for all its Files) and returns the mapping,
 // valid until Close.
 func (f *File) Bytes() ([]byte, error) {
@@ -332,9 +329,6 @@ func (f *File) Bytes() ([]byte, error) {
 	}
 	return f.e.mapping, nil
 }
-
-// ReadAt copies from the mapping (or the file, before it is mapped).
-func (f *File) ReadAt(p []byte, off int64) (int, error) { return f.f.ReadAt(p, off) }
 
 // Close releases the File; the mapping goes with the last one of an
 // evicted copy.
