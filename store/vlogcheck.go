@@ -49,6 +49,9 @@ func checkNewestValueLog(dir string) error {
 		return nil
 	}
 	defer unix.Flock(int(d.Fd()), unix.LOCK_UN)
+	if err := removeEmptyMemtables(dir); err != nil {
+		return err
+	}
 	path, err := newestValueLog(dir)
 	if err != nil || path == "" {
 		return err
@@ -176,4 +179,26 @@ func newestValueLog(dir string) (string, error) {
 		}
 	}
 	return newest, nil
+}
+
+// removeEmptyMemtables deletes memtable files of zero bytes: a crash between
+// Badger's creating one and sizing it leaves it so, and Badger's open then
+// fails on it ("Create a new file") for good. An empty file holds no
+// entries. Called only while no other process has the store open.
+func removeEmptyMemtables(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".mem") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.Size() == 0 {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+		}
+	}
+	return nil
 }

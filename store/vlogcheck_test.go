@@ -6,7 +6,10 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/ipfs/go-cid"
 )
 
 // storeBlocks writes blocks of random bytes to a new store in dir and
@@ -112,5 +115,34 @@ func TestOpenRefusesDamagedNewestValueLog(t *testing.T) {
 				t.Fatalf("block before the torn tail: %v", err)
 			}
 		})
+	}
+}
+
+// A crash can leave a memtable file of zero bytes, which Badger cannot
+// open; a read-write open removes it.
+func TestOpenAfterEmptyMemtable(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	b := blockOf(cid.Raw, []byte("kept"))
+	if err := s.Put(ctx, b.CID, b.Data); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("open after a crash left an empty memtable: %v", err)
+	}
+	defer s.Close()
+	if got, err := s.Get(ctx, b.CID); err != nil || string(got) != "kept" {
+		t.Fatalf("block after reopen: %q %v", got, err)
 	}
 }
