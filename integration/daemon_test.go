@@ -36,6 +36,15 @@ type status struct {
 	LastCommit  *struct {
 		CID string `json:"cid"`
 	} `json:"last_commit"`
+	Hot *struct {
+		Mode  string `json:"mode"`
+		Files int    `json:"files"`
+	} `json:"hot"`
+	Prefetch *struct {
+		FetchedBytes    int64 `json:"fetched_bytes"`
+		BudgetBytes     int64 `json:"budget_bytes"`
+		BudgetPeakBytes int64 `json:"budget_peak_bytes"`
+	} `json:"prefetch"`
 	StalePID int `json:"stale_pid"`
 }
 

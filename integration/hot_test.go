@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,37 +11,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// statusJSON is the part of `status --json` these tests read.
-type statusJSON struct {
-	PID         int    `json:"pid"`
-	MetricsAddr string `json:"metrics_addr"`
-	Hot         *struct {
-		Mode  string `json:"mode"`
-		Files int    `json:"files"`
-	} `json:"hot"`
-	Prefetch *struct {
-		FetchedBytes    int64 `json:"fetched_bytes"`
-		BudgetBytes     int64 `json:"budget_bytes"`
-		BudgetPeakBytes int64 `json:"budget_peak_bytes"`
-	} `json:"prefetch"`
-}
-
-func hotStatus(t *testing.T, repo string) statusJSON {
-	t.Helper()
-	var s statusJSON
-	if err := json.Unmarshal([]byte(must(t, repo, "status", "--json")), &s); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 var readBytesRE = regexp.MustCompile(`(?m)^ipfrs_fuse_read_bytes_total ([0-9.e+]+)$`)
 
@@ -140,7 +114,7 @@ func TestHotTier(t *testing.T) {
 			}
 			checkRandomRanges(t, m, want, uint64(i), 100) // from the store
 			must(t, repo, "warm", m)
-			st := hotStatus(t, repo)
+			st := repoStatus(t, repo)
 			if st.Hot != nil && tc.mode == "passthrough" && st.Hot.Mode == "mmap" {
 				// The daemon's self-test logged why (not root, a kernel before 6.9).
 				t.Skipf("the kernel refused FUSE passthrough here:\n%s", d.stderr.String())
@@ -276,7 +250,7 @@ func TestPrefetchBudgetUnderParallelReaders(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := hotStatus(t, repo)
+	st := repoStatus(t, repo)
 	p := st.Prefetch
 	if p == nil || p.FetchedBytes == 0 {
 		t.Fatalf("prefetcher did nothing: %+v", p)
@@ -284,23 +258,7 @@ func TestPrefetchBudgetUnderParallelReaders(t *testing.T) {
 	if p.BudgetPeakBytes > p.BudgetBytes || p.BudgetBytes != 16<<20 {
 		t.Errorf("prefetch budget: peak %d of %d", p.BudgetPeakBytes, p.BudgetBytes)
 	}
-	if anon := rssAnon(t, st.PID); anon > 300<<20 {
-		t.Errorf("daemon RssAnon %d MiB > 300 MiB", anon>>20)
+	if kb, err := rssAnonKB(st.PID); err != nil || kb<<10 > maxDaemonRSS {
+		t.Errorf("daemon RssAnon %d KiB (%v), over %d MiB", kb, err, maxDaemonRSS>>20)
 	}
-}
-
-func rssAnon(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n << 10
-		}
-	}
-	t.Fatal("no RssAnon")
-	return 0
 }
