@@ -189,11 +189,20 @@ func (s *Store) Stats() Stats {
 		Failed: s.failed.Load(), Requests: s.requests.Load()}
 }
 
+var _ unixfs.CheckedViewer = (*Store)(nil)
+
 // View calls fn with the block's bytes: from the local store, else from a
 // gateway (verified, then stored locally).
 func (s *Store) View(ctx context.Context, c cid.Cid, fn func([]byte) error) error {
+	return s.ViewChecked(ctx, c, func(b []byte, _ bool) error { return fn(b) })
+}
+
+// ViewChecked is View for readers that check what they read (see
+// store.Badger.ViewChecked): fetched bytes come checked, for they were
+// hashed against c when they arrived.
+func (s *Store) ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, checked bool) error) error {
 	called := false
-	err := s.local.View(ctx, c, func(b []byte) error { called = true; return fn(b) })
+	err := s.local.ViewChecked(ctx, c, func(b []byte, checked bool) error { called = true; return fn(b, checked) })
 	if called || !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
@@ -206,7 +215,7 @@ func (s *Store) View(ctx context.Context, c cid.Cid, fn func([]byte) error) erro
 	if f.err != nil {
 		return f.err
 	}
-	return fn(f.data)
+	return fn(f.data, true)
 }
 
 // WillNeed starts fetching a block that is not stored, in the
