@@ -499,13 +499,3 @@ func (t *Tree) Content(ino uint64) (c cid.Cid, size uint64, clean bool, err erro
 	clean = f.stream == nil && len(f.dirty) == 0 && f.baseLen == f.baseSz && f.currentSize() == f.baseSz
 	return f.baseCID, f.baseSz, clean && f.baseCID.Defined(), nil
 }
-
-// WriteContent writes the file's flushed content to w, checking each block
-// as it goes (see unixfs.File.WriteTo).
-func (t *Tree) WriteContent(ctx context.Context, c cid.Cid, w io.Writer) (int64, error) {
-	f, err := unixfs.OpenFile(ctx, t.s, c)
-	if err != nil {
-		return 0, err
-	}
-	return f.WriteTo(ctx, w, 2)
-}
