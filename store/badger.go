@@ -112,6 +112,11 @@ type Badger struct {
 // if the store had no checksums of its own (see ViewChecked).
 func (s *Badger) HashReads(on bool) { s.hashReads.Store(on) }
 
+// ErrNeedsRecovery means a read-only open found what the last writer left
+// when it stopped uncleanly (a value log or a memtable file to cut back):
+// only a read-write open can recover the store.
+var ErrNeedsRecovery = errors.New("the store was not closed cleanly and needs a writable open to recover")
+
 // Open opens (creating if needed) the store in dir.
 func Open(dir string, o Options) (*Badger, error) {
 	o = o.withDefaults()
@@ -146,8 +151,12 @@ func Open(dir string, o Options) (*Badger, error) {
 		WithLogger(badgerLogger{o.Logger})
 	db, err := badger.Open(bo)
 	if err != nil {
-		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		msg := err.Error()
+		switch {
+		case strings.Contains(msg, "Cannot acquire directory lock"):
 			return nil, fmt.Errorf("store %s is in use by another process (is it mounted?): %w", dir, err)
+		case o.ReadOnly && (strings.Contains(msg, "truncate required") || strings.Contains(msg, "error while truncation")):
+			return nil, fmt.Errorf("store: open %s: %w: %v", dir, ErrNeedsRecovery, err)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}

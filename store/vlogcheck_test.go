@@ -137,6 +137,9 @@ func TestOpenAfterEmptyMemtable(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := Open(dir, Options{ReadOnly: true}); !errors.Is(err, ErrNeedsRecovery) {
+		t.Fatalf("read-only open after a crash left an empty memtable: %v, want ErrNeedsRecovery", err)
+	}
 	s, err = Open(dir, Options{})
 	if err != nil {
 		t.Fatalf("open after a crash left an empty memtable: %v", err)

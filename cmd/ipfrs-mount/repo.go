@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/ipfs/go-cid"
 
@@ -60,10 +59,7 @@ func (a *app) open(readOnly bool) (*repo, error) {
 		readOnly = false // a new repo: create it
 	}
 	s, err := store.Open(blocks, store.Options{Logger: a.log, ReadOnly: readOnly})
-	if readOnly && err != nil && (strings.Contains(err.Error(), "truncate required") ||
-		strings.Contains(err.Error(), "error while truncation")) {
-		// The last writer stopped uncleanly (a value log or a memtable file
-		// to cut back); recovery needs a writable open.
+	if readOnly && errors.Is(err, store.ErrNeedsRecovery) {
 		a.log.Warn("repo was not closed cleanly; recovering it", "repo", dir)
 		s, err = store.Open(blocks, store.Options{Logger: a.log})
 	}
