@@ -5,7 +5,6 @@ import (
 	"errors"
 	"hash/fnv"
 	"io"
-	"log/slog"
 	"sync"
 	"syscall"
 	"time"
@@ -25,9 +24,7 @@ import (
 // may cache it for good; every change is refused with EROFS.
 type dagNode struct {
 	readOnly
-	m     *mountState
-	bs    unixfs.BlockViewer
-	log   *slog.Logger
+	m     *mountState // blocks and log
 	info  unixfs.Info
 	mtime time.Time
 
@@ -54,7 +51,7 @@ func newDAGInode(ctx context.Context, parent *fs.Inode, name string, m *mountSta
 	if err != nil {
 		return nil, info, err
 	}
-	n := &dagNode{m: m, bs: m.blocks, log: m.log, info: info, mtime: mtime}
+	n := &dagNode{m: m, info: info, mtime: mtime}
 	return parent.NewInode(ctx, n, fs.StableAttr{Mode: dagMode(info.Kind) & syscall.S_IFMT, Ino: pathIno(parent.StableAttr().Ino, name)}), info, nil
 }
 
@@ -101,31 +98,31 @@ func (n *dagNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if n.info.Kind != unixfs.KindDirectory {
 		return nil, syscall.ENOTDIR
 	}
-	c, err := unixfs.Resolve(ctx, n.bs, n.info.CID, name)
+	c, err := unixfs.Resolve(ctx, n.m.blocks, n.info.CID, name)
 	if err != nil {
-		return nil, toErrno(n.log, "lookup", err)
+		return nil, toErrno(n.m.log, "lookup", err)
 	}
 	ch, _, err := newDAGInode(ctx, n.EmbeddedInode(), name, n.m, c, n.mtime)
 	if err != nil {
-		return nil, toErrno(n.log, "lookup", err)
+		return nil, toErrno(n.m.log, "lookup", err)
 	}
 	ch.Operations().(*dagNode).fill(&out.Attr)
 	return ch, 0
 }
 
 func (n *dagNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	ents, err := unixfs.ReadDir(ctx, n.bs, n.info.CID)
+	ents, err := unixfs.ReadDir(ctx, n.m.blocks, n.info.CID)
 	if err != nil {
-		return nil, toErrno(n.log, "readdir", err)
+		return nil, toErrno(n.m.log, "readdir", err)
 	}
 	list := make([]fuse.DirEntry, 0, len(ents))
 	for _, e := range ents {
 		if unixfs.ValidName(e.Name) != nil {
 			continue // "..", "a/b", "": a hostile DAG's; no path can name them
 		}
-		info, err := unixfs.Stat(ctx, n.bs, e.CID)
+		info, err := unixfs.Stat(ctx, n.m.blocks, e.CID)
 		if err != nil {
-			return nil, toErrno(n.log, "readdir", err)
+			return nil, toErrno(n.m.log, "readdir", err)
 		}
 		list = append(list, fuse.DirEntry{Name: e.Name, Mode: dagMode(info.Kind), Ino: pathIno(n.StableAttr().Ino, e.Name)})
 	}
@@ -139,15 +136,15 @@ func (n *dagNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.file == nil {
-		f, err := unixfs.OpenFile(context.WithoutCancel(ctx), n.bs, n.info.CID)
+		f, err := unixfs.OpenFile(context.WithoutCancel(ctx), n.m.blocks, n.info.CID)
 		if err != nil {
-			return nil, 0, toErrno(n.log, "open", err)
+			return nil, 0, toErrno(n.m.log, "open", err)
 		}
 		n.file = f
 	}
 	h := &dagHandle{stream: n.m.openStream(n.file, int64(n.info.Size), nil)}
 	// An open file's DAG is a GC root until it is closed.
-	if p, ok := n.bs.(tempPinner); ok {
+	if p, ok := n.m.blocks.(tempPinner); ok {
 		h.pin = p.TempPin()
 		h.pin.Protect(n.info.CID)
 	}
@@ -186,16 +183,16 @@ func (n *dagNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 	if h, ok := fh.(*dagHandle); ok && h.stream != nil {
 		h.stream.Access(off, int64(len(dest)))
 	}
-	if _, ok := n.bs.(unixfs.WillNeeder); ok {
+	if _, ok := n.m.blocks.(unixfs.WillNeeder); ok {
 		// Start every leaf of the range at once (a remote store fetches
 		// them in parallel, once: a failure is the read's).
 		if err := file.Warm(ctx, off, int64(len(dest))); err != nil {
-			return nil, toErrno(n.log, "read", err)
+			return nil, toErrno(n.m.log, "read", err)
 		}
 	}
 	k, err := file.ReadAt(ctx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, toErrno(n.log, "read", err)
+		return nil, toErrno(n.m.log, "read", err)
 	}
 	return fuse.ReadResultData(dest[:k]), 0
 }
