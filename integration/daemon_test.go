@@ -161,9 +161,12 @@ func TestDaemonStartStatusUnmount(t *testing.T) {
 	want := status{Repo: repo, Mounted: true, Mountpoint: mnt, PID: pid,
 		LogFile: filepath.Join(repo, "ipfrs-mount.log"), TreeFiles: 2, TreeBytes: 2 * uint64(len(data)), OpenFiles: 1}
 	got := st
-	got.Blocks, got.DedupRatio, got.LastCommit = 0, 0, nil
+	got.Blocks, got.DedupRatio, got.LastCommit, got.Hot, got.Prefetch = 0, 0, nil, nil, nil
 	if got != want {
 		t.Errorf("status %+v\nwant %+v", got, want)
+	}
+	if st.Hot == nil || st.Prefetch == nil {
+		t.Errorf("status of a mount with default flags: hot %v, prefetch %v", st.Hot, st.Prefetch)
 	}
 	if st.LastCommit == nil || st.Blocks == 0 || st.DedupRatio < 1.9 {
 		t.Errorf("status: last commit %v, %d blocks, dedup %.2f (two identical files)", st.LastCommit, st.Blocks, st.DedupRatio)
