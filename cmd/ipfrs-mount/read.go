@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ipfs/go-cid"
 	"github.com/spf13/pflag"
@@ -141,7 +145,7 @@ func (a *app) ls(ctx context.Context, args []string, asJSON bool) error {
 				fmt.Fprintf(a.stdout, "%s\n", b)
 				continue
 			}
-			name := e.Name
+			name := displayName(e.Name)
 			if e.Type == unixfs.KindDirectory.String() {
 				name += "/"
 			}
@@ -149,4 +153,19 @@ func (a *app) ls(ctx context.Context, args []string, asJSON bool) error {
 		}
 	}
 	return nil
+}
+
+// displayName is name as ls prints it: as it is when it is a printable path
+// component, else Go-quoted ("a/b", "\x00", "..", "") so that a hostile
+// name can neither break the line, pose as a path, nor hide. A name that
+// itself starts with a double quote is quoted too, so quoting is
+// unambiguous.
+func displayName(name string) string {
+	plain := name != "" && name != "." && name != ".." && utf8.ValidString(name) &&
+		!strings.HasPrefix(name, `"`) && !strings.ContainsRune(name, '/') &&
+		strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) < 0
+	if plain {
+		return name
+	}
+	return strconv.Quote(name)
 }
