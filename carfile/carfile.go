@@ -15,6 +15,7 @@ import (
 	carv2 "github.com/ipld/go-car/v2"
 	carstorage "github.com/ipld/go-car/v2/storage"
 
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
 
@@ -28,6 +29,9 @@ const (
 type Stats struct {
 	Blocks int64
 	Bytes  int64
+	// Problem is, for an import with AllowPartial, the first reason the
+	// DAG is incomplete or inconsistent; nil when it is neither.
+	Problem error
 }
 
 // BlockViewer is the read side of the block store.
@@ -119,43 +123,83 @@ type BlockPutter = unixfs.BlockPutter
 // ImportOptions configures Import.
 type ImportOptions struct {
 	Progress func(n int) // called with each section's size, on both passes
-	// Has tells whether a block is already stored; roots absent from both
-	// the CAR and the store are an error.
-	Has func(ctx context.Context, c cid.Cid) (bool, error)
+	// Existing reads the blocks already stored: a CAR's DAG may link to
+	// them instead of carrying them (nil: it may not).
+	Existing BlockViewer
+	// AllowPartial stores a DAG that is incomplete or inconsistent; the
+	// first problem is then in Stats.Problem rather than an error.
+	AllowPartial bool
 }
 
-// Import reads the CAR at path twice: first verifying every block against its
-// CID and the roots' presence, storing nothing; then storing the blocks
-// (verified again, since the file could have changed). A CAR that fails the
-// first pass leaves the store untouched. It returns the CAR's roots.
+// ErrInvalid marks a CAR refused by the strict checks: its DAG is
+// incomplete or not consistent UnixFS.
+var ErrInvalid = errors.New("DAG refused")
+
+// Import reads the CAR at path twice. The first pass stores nothing: it
+// verifies every block against its CID, checks each block on its own
+// (codec, UnixFS fields, directory names; see unixfs.CheckBlock) and then
+// the DAG under the roots as a whole (every block present in the CAR or
+// the store, block sizes matching the children, see unixfs.DAGChecker).
+// The second pass stores the blocks (verified again, since the file could
+// have changed). A CAR that fails the first pass leaves the store
+// untouched; with AllowPartial, only the hash checks refuse it. It returns
+// the CAR's roots.
 func Import(ctx context.Context, path string, put BlockPutter, o ImportOptions) ([]cid.Cid, Stats, error) {
-	roots, st, err := scan(ctx, path, o, nil)
+	chk := unixfs.NewDAGChecker()
+	roots, st, err := scan(ctx, path, o, nil, chk)
 	if err != nil {
 		return nil, st, err
 	}
-	if _, st, err = scan(ctx, path, o, put); err != nil {
+	for _, r := range roots {
+		if chk.Added(r) || unixfs.IsIdentity(r) {
+			continue
+		}
+		if o.Existing != nil {
+			err := o.Existing.View(ctx, r, func([]byte) error { return nil })
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return nil, st, err
+			}
+		}
+		return nil, st, fmt.Errorf("%s: root %s is neither in the CAR nor in the repo", path, r)
+	}
+	if err := chk.Finish(ctx, roots, o.Existing); err != nil {
+		if ctx.Err() != nil {
+			return nil, st, ctx.Err()
+		}
+		if !o.AllowPartial {
+			return nil, st, fmt.Errorf("%s: %w (nothing stored; --allow-partial stores it anyway): %w", path, ErrInvalid, err)
+		}
+		st.Problem = err
+	}
+	problem := st.Problem
+	if _, st, err = scan(ctx, path, o, put, nil); err != nil {
 		return nil, st, err
 	}
+	st.Problem = problem
 	return roots, st, nil
 }
 
-func scan(ctx context.Context, path string, o ImportOptions, put BlockPutter) ([]cid.Cid, Stats, error) {
+// scan reads the CAR's blocks: into chk on the first pass (put nil),
+// into put on the second.
+func scan(ctx context.Context, path string, o ImportOptions, put BlockPutter, chk *unixfs.DAGChecker) ([]cid.Cid, Stats, error) {
 	var st Stats
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, st, err
 	}
 	defer f.Close()
+	if err := checkV2Header(f); err != nil {
+		return nil, st, fmt.Errorf("%s: not a valid CAR: %w", path, err)
+	}
 	br, err := carv2.NewBlockReader(f, carv2.MaxAllowedHeaderSize(maxHeaderSize), carv2.MaxAllowedSectionSize(maxSectionSize))
 	if err != nil {
 		return nil, st, fmt.Errorf("%s: not a valid CAR: %w", path, err)
 	}
 	if len(br.Roots) == 0 {
 		return nil, st, fmt.Errorf("%s: CAR has no roots", path)
-	}
-	missing := map[string]cid.Cid{}
-	for _, r := range br.Roots {
-		missing[r.KeyString()] = r
 	}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -169,11 +213,17 @@ func scan(ctx context.Context, path string, o ImportOptions, put BlockPutter) ([
 			return nil, st, fmt.Errorf("%s: block %d: %w", path, st.Blocks+1, unexpected(err))
 		}
 		c := blk.Cid()
-		delete(missing, c.KeyString())
 		st.Blocks++
 		st.Bytes += int64(len(blk.RawData()))
 		if o.Progress != nil {
 			o.Progress(len(blk.RawData()))
+		}
+		if chk != nil {
+			if err := chk.Add(c, blk.RawData()); err != nil && !o.AllowPartial {
+				return nil, st, fmt.Errorf("%s: %w (nothing stored; --allow-partial stores it anyway): block %d: %w", path, ErrInvalid, st.Blocks, err)
+			} else if err != nil && st.Problem == nil {
+				st.Problem = err
+			}
 		}
 		if put != nil && !unixfs.IsIdentity(c) {
 			if err := put.Put(ctx, c, blk.RawData()); err != nil {
@@ -181,20 +231,36 @@ func scan(ctx context.Context, path string, o ImportOptions, put BlockPutter) ([
 			}
 		}
 	}
-	for _, r := range missing {
-		if unixfs.IsIdentity(r) {
-			continue
-		}
-		if o.Has != nil {
-			if ok, err := o.Has(ctx, r); err != nil {
-				return nil, st, err
-			} else if ok {
-				continue
-			}
-		}
-		return nil, st, fmt.Errorf("%s: root %s is neither in the CAR nor in the repo", path, r)
-	}
 	return br.Roots, st, nil
+}
+
+// checkV2Header refuses a CARv2 whose header places the data payload
+// before the header's end or past the file's end (go-car would fail with
+// "seek: invalid argument" or read past the payload). It leaves f at its
+// start.
+func checkV2Header(f *os.File) error {
+	defer f.Seek(0, io.SeekStart)
+	v, err := carv2.ReadVersion(f)
+	if err != nil || v != 2 {
+		return nil // go-car's own error says it better
+	}
+	var h carv2.Header
+	if _, err := h.ReadFrom(f); err != nil {
+		return fmt.Errorf("CARv2 header: %w", unexpected(err))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := uint64(fi.Size())
+	start := uint64(carv2.PragmaSize + carv2.HeaderSize)
+	switch {
+	case h.DataOffset < start:
+		return fmt.Errorf("CARv2 header puts the data at offset %d, inside the header (which ends at %d)", h.DataOffset, start)
+	case h.DataOffset > size || h.DataSize > size-h.DataOffset:
+		return fmt.Errorf("CARv2 header puts %d bytes of data at offset %d, past the end of the %d-byte file", h.DataSize, h.DataOffset, size)
+	}
+	return nil
 }
 
 // unexpected names a truncated file as such.

@@ -77,7 +77,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		}
 		dst := openStore(t)
 		b := dst.NewBatch()
-		roots, _, err := Import(ctx, path, b, ImportOptions{Has: dst.Has})
+		roots, _, err := Import(ctx, path, b, ImportOptions{Existing: dst})
 		if err != nil || len(roots) != 1 || !roots[0].Equals(root) {
 			t.Fatalf("import v%d: %v %v", v, roots, err)
 		}
@@ -123,7 +123,7 @@ func TestImportRefusesHostileCARs(t *testing.T) {
 			writeCAR(t, path, tt.roots, tt.blocks)
 			s := openStore(t)
 			b := s.NewBatch()
-			_, _, err := Import(ctx, path, b, ImportOptions{Has: s.Has})
+			_, _, err := Import(ctx, path, b, ImportOptions{Existing: s})
 			b.Cancel()
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want one mentioning %q", err, tt.want)

@@ -71,6 +71,9 @@ type Added struct {
 	Name  string    `json:"name"`
 	Size  uint64    `json:"size"`
 	Added time.Time `json:"added"`
+	// Partial is why the DAG is incomplete or inconsistent, for a root
+	// imported with --allow-partial; empty for a complete one.
+	Partial string `json:"partial,omitempty"`
 }
 
 // Set is the pin set of one store.

@@ -31,6 +31,10 @@ import (
 // time. Reads through a mount turn it into EIO.
 var ErrUnavailable = errors.New("block not available from any gateway")
 
+// ErrInvalid means a gateway sent a block that hashes to its CID but is
+// not a consistent node (see unixfs.CheckBlock): it is not stored.
+var ErrInvalid = errors.New("invalid block")
+
 // MaxBlockSize is the largest block a gateway may send (2 MiB, the largest
 // block IPFS exchanges). A response that runs past it is cut off and
 // rejected, whatever its Content-Length said.
@@ -272,6 +276,15 @@ func (s *Store) run(c cid.Cid, key string, f *fetch) {
 	}
 	f.data, f.err = s.fetchAny(s.ctx, c)
 	<-s.slots // the network is done; storing takes no slot
+	if f.err == nil {
+		// The same checks as a CAR import's, on the one block: a node
+		// whose fields contradict each other (a file claiming bytes it
+		// does not hold, a name twice) is refused before anyone shows a
+		// size or a listing from it, and never stored.
+		if _, err := unixfs.CheckBlock(c, f.data); err != nil {
+			f.data, f.err = nil, fmt.Errorf("block %s from the gateways: %w: %w", c, ErrInvalid, err)
+		}
+	}
 	if f.err != nil {
 		s.failed.Add(1)
 		s.o.Logger.Warn("remote: no gateway has the block", "cid", c.String(), "err", f.err)

@@ -83,13 +83,17 @@ func (a *app) export(ctx context.Context, arg, out string, version int, rf *remo
 }
 
 func importCommand() *command {
+	var allowPartial bool
 	return &command{
-		name: "import", args: "FILE.car...", help: "store the blocks of CAR files (all verified first) and print their roots",
-		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.importCARs(ctx, fs.Args()) },
+		name: "import", args: "[--allow-partial] FILE.car...", help: "store the blocks of CAR files (all verified first) and print their roots",
+		flags: func(fs *pflag.FlagSet) {
+			fs.BoolVar(&allowPartial, "allow-partial", false, "store a DAG that is incomplete or not consistent UnixFS (its roots are recorded as partial)")
+		},
+		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.importCARs(ctx, fs.Args(), allowPartial) },
 	}
 }
 
-func (a *app) importCARs(ctx context.Context, files []string) error {
+func (a *app) importCARs(ctx context.Context, files []string, allowPartial bool) error {
 	if len(files) == 0 {
 		return errors.New("no CAR file given")
 	}
@@ -114,7 +118,7 @@ func (a *app) importCARs(ctx context.Context, files []string) error {
 	defer tp.Release()
 	for _, f := range files {
 		batch := tp.NewBatch()
-		roots, st, err := carfile.Import(ctx, f, batch, carfile.ImportOptions{Progress: prog.add, Has: r.store.Has})
+		roots, st, err := carfile.Import(ctx, f, batch, carfile.ImportOptions{Progress: prog.add, Existing: r.store, AllowPartial: allowPartial})
 		if err != nil {
 			batch.Cancel()
 			return err
@@ -126,7 +130,10 @@ func (a *app) importCARs(ctx context.Context, files []string) error {
 			// A file root's logical size is its content; other DAGs count
 			// their share of the CAR's blocks.
 			rec := rootRecord{Name: f, Size: uint64(st.Bytes) / uint64(len(roots)), Added: time.Now().UTC()}
-			if info, err := unixfs.Stat(ctx, r.store, root); err == nil && info.Kind == unixfs.KindFile {
+			if st.Problem != nil {
+				rec.Partial = st.Problem.Error()
+				fmt.Fprintf(a.stderr, "ipfrs-mount: warning: %s: stored partial: %v\n", f, st.Problem)
+			} else if info, err := unixfs.Stat(ctx, r.store, root); err == nil && info.Kind == unixfs.KindFile {
 				rec.Size = info.Size
 			}
 			if err := r.recordRoot(ctx, root, rec); err != nil {
