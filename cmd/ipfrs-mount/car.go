@@ -89,7 +89,9 @@ func importCommand() *command {
 		flags: func(fs *pflag.FlagSet) {
 			fs.BoolVar(&allowPartial, "allow-partial", false, "store a DAG that is incomplete or not consistent UnixFS (its roots are recorded as partial)")
 		},
-		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.importCARs(ctx, fs.Args(), allowPartial) },
+		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
+			return a.importCARs(ctx, fs.Args(), allowPartial)
+		},
 	}
 }
 
