@@ -188,7 +188,7 @@ func hostileInput(t *testing.T, cfg reliabilityConfig, c *tally) {
 		{"absent root", []cid.Cid{cidOfBlock(cid.Raw, []byte("absent"))}, []carBlock{leafBlock}, "neither in the CAR nor in the repo"},
 		{"node with 10^6 links", []cid.Cid{hugeCID}, []carBlock{leafBlock, {hugeCID, huge}}, "section"},
 		{"unknown hash function", []cid.Cid{unknownHashCID}, []carBlock{{unknownHashCID, leaf}}, "hash"},
-		{"unknown codec", []cid.Cid{unknownCodecCID}, []carBlock{{unknownCodecCID, leaf}}, ""},
+		{"unknown codec", []cid.Cid{unknownCodecCID}, []carBlock{{unknownCodecCID, leaf}}, "unsupported codec"},
 		{"bad names", []cid.Cid{badDirCID}, []carBlock{leafBlock, {badDirCID, badDir}}, ""},
 		{"wide file", []cid.Cid{wideCID}, []carBlock{leafBlock, {wideCID, wideFile}}, ""},
 		{"deep chains", []cid.Cid{dirAt, fileAt}, append([]carBlock{leafBlock}, chain...), ""},
