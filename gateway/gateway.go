@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,9 +72,10 @@ func fail(code int, format string, a ...any) *httpError {
 
 // request is a parsed /ipfs/ request.
 type request struct {
-	root cid.Cid
-	path []string // segments under root
-	car  bool
+	root     cid.Cid
+	path     []string // segments under root
+	car      bool
+	filename string // ?filename=, for Content-Disposition
 	// CAR parameters.
 	dups     bool
 	scope    string // all, entity, block
@@ -122,7 +124,7 @@ func parseRequest(r *http.Request) (*request, *httpError) {
 	if err != nil {
 		return nil, fail(http.StatusBadRequest, "invalid CID %q: %v", segs[0], err)
 	}
-	req := &request{root: root, scope: "all"}
+	req := &request{root: root, scope: "all", filename: r.URL.Query().Get("filename")}
 	for _, s := range segs[1:] {
 		if s == "" || s == "." || s == ".." {
 			return nil, fail(http.StatusBadRequest, "invalid path %q", p)
@@ -268,7 +270,7 @@ func (h *Handler) serveRaw(w http.ResponseWriter, r *http.Request, req *request)
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", TypeRaw)
-	hd.Set("Content-Disposition", `attachment; filename="`+req.root.String()+`.bin"`)
+	hd.Set("Content-Disposition", attachment(req.filename, req.root.String()+".bin"))
 	hd.Set("Content-Length", strconv.Itoa(len(b)))
 	if r.Method == http.MethodHead {
 		return nil
@@ -312,21 +314,15 @@ func (h *Handler) serveCAR(w http.ResponseWriter, r *http.Request, req *request)
 	ctx := r.Context()
 	// Walk the path first: its blocks lead the CAR, its CIDs are the roots.
 	rec := &recorder{bs: h.bs}
-	roots := []cid.Cid{req.root}
-	cur := req.root
-	for _, seg := range req.path {
-		next, err := unixfs.Resolve(ctx, rec, cur, seg)
-		if herr := storeErr(cur, err); herr != nil {
-			return herr
-		}
-		cur = next
-		roots = append(roots, cur)
+	cur, roots, err := resolvePath(ctx, rec, req.root, req.path)
+	if herr := storeErr(cur, err); herr != nil {
+		return herr
 	}
 	// The terminal block must be here before the answer is 200; a file's
 	// size resolves entity-bytes.
 	var size uint64
 	var isFile bool
-	err := h.bs.View(ctx, cur, func(b []byte) error {
+	err = h.bs.View(ctx, cur, func(b []byte) error {
 		switch cur.Prefix().Codec {
 		case cid.Raw:
 			size, isFile = uint64(len(b)), true
@@ -362,7 +358,10 @@ func (h *Handler) serveCAR(w http.ResponseWriter, r *http.Request, req *request)
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", TypeCAR+"; version=1; order=dfs; dups="+dups)
-	hd.Set("Content-Disposition", `attachment; filename="`+req.root.String()+`.car"`)
+	hd.Set("Content-Disposition", attachment(req.filename, req.root.String()+".car"))
+	// A CAR is generated per request: byte ranges of it mean nothing
+	// (the trustless gateway spec asks for this header).
+	hd.Set("Accept-Ranges", "none")
 	if r.Method == http.MethodHead {
 		return nil
 	}
@@ -397,4 +396,33 @@ func (h *Handler) abort(r *http.Request, err error) *httpError {
 		h.log.Warn("gateway: CAR stream cut short", "path", r.URL.Path, "err", err)
 	}
 	panic(http.ErrAbortHandler)
+}
+
+// attachment is a Content-Disposition naming the download: the client's
+// ?filename= if it gave one, else def. A name that is not plain ASCII
+// goes in filename* (RFC 6266), with an ASCII stand-in in filename.
+func attachment(filename, def string) string {
+	if filename == "" {
+		filename = def
+	}
+	ascii, plain := asciiName(filename)
+	if plain {
+		return `attachment; filename="` + ascii + `"`
+	}
+	return `attachment; filename="` + ascii + `"; filename*=UTF-8''` + url.PathEscape(filename)
+}
+
+// asciiName replaces each rune of name that is not printable ASCII, and
+// the quote and backslash that would end or escape the quoted string, by
+// '_'; plain tells whether nothing needed replacing.
+func asciiName(name string) (string, bool) {
+	plain := true
+	b := make([]byte, 0, len(name))
+	for _, r := range name {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			r, plain = '_', false
+		}
+		b = append(b, byte(r))
+	}
+	return string(b), plain
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,10 @@ import (
 
 	"github.com/ipfs/go-cid"
 	carstorage "github.com/ipld/go-car/v2/storage"
+	"github.com/ipld/go-ipld-prime/datamodel"
+	cidlink "github.com/ipld/go-ipld-prime/linking/cid"
+	"github.com/ipld/go-ipld-prime/multicodec"
+	"github.com/ipld/go-ipld-prime/node/basicnode"
 
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
@@ -185,4 +190,78 @@ func resolveRange(from int64, to *int64, size uint64) (r *byteRange, inside bool
 		return &byteRange{}, true
 	}
 	return &byteRange{from: uint64(from), end: uint64(last) + 1}, true
+}
+
+// resolvePath walks segs from root: through UnixFS directories (dag-pb,
+// by entry name, HAMTs included) and through the maps and lists of other
+// IPLD codecs (dag-cbor commits, dag-json), following links between
+// blocks. It returns the CID the path ends in and the CID of each block
+// stepped through (the root first), for X-Ipfs-Roots.
+func resolvePath(ctx context.Context, bs unixfs.BlockViewer, root cid.Cid, segs []string) (cid.Cid, []cid.Cid, error) {
+	cur, roots := root, []cid.Cid{root}
+	for len(segs) > 0 {
+		if cur.Prefix().Codec == cid.DagProtobuf || cur.Prefix().Codec == cid.Raw {
+			next, err := unixfs.Resolve(ctx, bs, cur, segs[0])
+			if err != nil {
+				return cur, roots, err
+			}
+			cur, segs = next, segs[1:]
+			roots = append(roots, cur)
+			continue
+		}
+		next, rest, err := stepIPLD(ctx, bs, cur, segs)
+		if err != nil {
+			return cur, roots, err
+		}
+		if !next.Defined() {
+			break // the path ends inside cur's block
+		}
+		cur, segs = next, rest
+		roots = append(roots, cur)
+	}
+	return cur, roots, nil
+}
+
+// stepIPLD follows segs inside block c (of a codec go-ipld-prime decodes)
+// up to the first link, which it returns with the segments left after it.
+// It returns an undefined CID when the path ends inside the block.
+func stepIPLD(ctx context.Context, bs unixfs.BlockViewer, c cid.Cid, segs []string) (cid.Cid, []string, error) {
+	dec, err := multicodec.LookupDecoder(c.Prefix().Codec)
+	if err != nil {
+		return cid.Undef, nil, fmt.Errorf("%s: %w", c, unixfs.ErrUnsupported)
+	}
+	var n datamodel.Node
+	err = bs.View(ctx, c, func(b []byte) error {
+		if err := unixfs.CheckHash(c, b); err != nil {
+			return err
+		}
+		nb := basicnode.Prototype.Any.NewBuilder()
+		if err := dec(nb, bytes.NewReader(b)); err != nil {
+			return fmt.Errorf("%s: %w: %v", c, unixfs.ErrMalformed, err)
+		}
+		n = nb.Build()
+		return nil
+	})
+	if err != nil {
+		return cid.Undef, nil, err
+	}
+	for i, seg := range segs {
+		if k := n.Kind(); k != datamodel.Kind_Map && k != datamodel.Kind_List {
+			return cid.Undef, nil, fmt.Errorf("%s: %q: %w", c, seg, unixfs.ErrNotDir)
+		}
+		next, err := n.LookupBySegment(datamodel.PathSegmentOfString(seg))
+		if err != nil {
+			return cid.Undef, nil, fmt.Errorf("%s: %q: %w", c, seg, unixfs.ErrNoEntry)
+		}
+		if next.Kind() == datamodel.Kind_Link {
+			l, _ := next.AsLink()
+			cl, ok := l.(cidlink.Link)
+			if !ok {
+				return cid.Undef, nil, fmt.Errorf("%s: %q: %w: link is not a CID", c, seg, unixfs.ErrMalformed)
+			}
+			return cl.Cid, segs[i+1:], nil
+		}
+		n = next
+	}
+	return cid.Undef, nil, nil
 }

@@ -7,6 +7,9 @@ import (
 	"strings"
 
 	"github.com/ipfs/go-cid"
+	_ "github.com/ipld/go-ipld-prime/codec/cbor"    // the IPLD codecs gateways serve:
+	_ "github.com/ipld/go-ipld-prime/codec/dagjson" // registered so that their blocks
+	_ "github.com/ipld/go-ipld-prime/codec/json"    // are known codecs, walked for links
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/ipfrs/ipfrs-mount/store"
@@ -134,14 +137,15 @@ type DAGChecker struct {
 func NewDAGChecker() *DAGChecker { return &DAGChecker{shapes: map[string]BlockShape{}} }
 
 // Add checks one block (see CheckBlock) and keeps its shape. It does not
-// hash b: the caller has.
+// hash b: the caller has. A block that fails still counts as present,
+// without links.
 func (v *DAGChecker) Add(c cid.Cid, b []byte) error {
 	s, err := CheckBlock(c, b)
 	if err != nil {
-		return err
+		s = BlockShape{}
 	}
 	v.shapes[c.KeyString()] = s
-	return nil
+	return err
 }
 
 // Added reports whether c was added.
