@@ -18,19 +18,24 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/ipfs/boxo/ipns"
+	"github.com/ipfs/boxo/path"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
 	carstorage "github.com/ipld/go-car/v2/storage"
 
+	"github.com/ipfrs/ipfrs-mount/names"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
 
-// Media types of the two verifiable responses.
+// Media types of the verifiable responses.
 const (
-	TypeRaw = "application/vnd.ipld.raw"
-	TypeCAR = "application/vnd.ipld.car"
+	TypeRaw        = "application/vnd.ipld.raw"
+	TypeCAR        = "application/vnd.ipld.car"
+	TypeIPNSRecord = "application/vnd.ipfs.ipns-record"
 )
 
 // cacheImmutable is what every response by CID may be cached for: content
@@ -40,12 +45,23 @@ const cacheImmutable = "public, max-age=29030400, immutable"
 // Options configures a Handler.
 type Options struct {
 	Logger *slog.Logger
+	// Records holds the IPNS records the gateway serves under /ipns/
+	// (nil: none).
+	Records RecordSource
 }
 
-// Handler answers /ipfs/ requests from a block store.
+// RecordSource returns the IPNS record kept for a name
+// (names.ErrNoRecord when there is none).
+type RecordSource interface {
+	Get(ctx context.Context, name ipns.Name) ([]byte, error)
+}
+
+// Handler answers /ipfs/ requests from a block store, and /ipns/ ones
+// from the IPNS records it holds.
 type Handler struct {
-	bs  unixfs.BlockViewer
-	log *slog.Logger
+	bs      unixfs.BlockViewer
+	records RecordSource
+	log     *slog.Logger
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -55,7 +71,7 @@ func New(bs unixfs.BlockViewer, o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{bs: bs, log: o.Logger}
+	return &Handler{bs: bs, records: o.Records, log: o.Logger}
 }
 
 // httpError is an answer other than 200, with the reason for the body.
@@ -80,6 +96,9 @@ type request struct {
 	dups     bool
 	scope    string // all, entity, block
 	rangeArg string // entity-bytes, "" if none
+	// ttl is how long the answer may be cached when it came through a
+	// mutable /ipns/ name; 0 for /ipfs/ (immutable).
+	ttl time.Duration
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -88,7 +107,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "only GET and HEAD", http.StatusMethodNotAllowed)
 		return
 	}
+	if strings.HasPrefix(r.URL.Path, "/ipns/") {
+		if herr := h.serveIPNS(w, r); herr != nil {
+			h.fail(w, r, herr)
+		}
+		return
+	}
+	h.serveIPFS(w, r, 0)
+}
+
+// serveIPFS answers an /ipfs/ request; ttl > 0 when it resolved from an
+// /ipns/ name.
+func (h *Handler) serveIPFS(w http.ResponseWriter, r *http.Request, ttl time.Duration) {
 	req, herr := parseRequest(r)
+	if req != nil {
+		req.ttl = ttl
+	}
 	if herr == nil && strings.Contains(r.Header.Get("Cache-Control"), "only-if-cached") {
 		if err := h.bs.View(r.Context(), req.root, func([]byte) error { return nil }); err != nil {
 			herr = fail(http.StatusPreconditionFailed, "%s is not in this gateway's store", req.root)
@@ -102,22 +136,82 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if herr != nil {
-		if herr.code >= 500 {
-			h.log.Error("gateway", "path", r.URL.Path, "err", herr.msg)
-		}
-		w.Header().Set("Cache-Control", "no-cache")
-		http.Error(w, herr.msg, herr.code)
+		h.fail(w, r, herr)
 	}
+}
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, herr *httpError) {
+	if herr.code >= 500 {
+		h.log.Error("gateway", "path", r.URL.Path, "err", herr.msg)
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	http.Error(w, herr.msg, herr.code)
+}
+
+// serveIPNS answers /ipns/{name}: the signed record itself
+// (?format=ipns-record or Accept: application/vnd.ipfs.ipns-record), or
+// what the record names, served as /ipfs/ is. Only records this gateway
+// holds are served; each is checked (signature, validity) first.
+func (h *Handler) serveIPNS(w http.ResponseWriter, r *http.Request) *httpError {
+	segs := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/ipns/"), "/"), "/")
+	name, err := ipns.NameFromString(segs[0])
+	if err != nil {
+		return fail(http.StatusBadRequest, "%q is not an IPNS name (a libp2p key as a CID or peer ID): %v", segs[0], err)
+	}
+	var raw []byte
+	if h.records == nil {
+		err = names.ErrNoRecord
+	} else {
+		raw, err = h.records.Get(r.Context(), name)
+	}
+	if errors.Is(err, names.ErrNoRecord) {
+		return fail(http.StatusNotFound, "/ipns/%s: this gateway holds no record for the name", name)
+	} else if err != nil {
+		return fail(http.StatusInternalServerError, "%v", err)
+	}
+	rec, value, err := names.Verify(name, raw)
+	if err != nil {
+		return fail(http.StatusNotFound, "the record held is not valid: %v", err)
+	}
+	ttl, err := rec.TTL()
+	if err != nil || ttl <= 0 {
+		ttl = time.Minute
+	}
+	q := r.URL.Query()
+	t, _, _ := mime.ParseMediaType(r.Header.Get("Accept"))
+	if f := q.Get("format"); f == "ipns-record" || f == "" && t == TypeIPNSRecord {
+		if len(segs) > 1 {
+			return fail(http.StatusBadRequest, "an IPNS record is requested by name alone, without a path")
+		}
+		hd := w.Header()
+		hd.Set("Content-Type", TypeIPNSRecord)
+		hd.Set("Content-Disposition", attachment(q.Get("filename"), name.String()+".ipns-record"))
+		hd.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(ttl.Seconds())))
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Vary", "Accept")
+		hd.Set("X-Ipfs-Path", r.URL.Path)
+		hd.Set("Content-Length", strconv.Itoa(len(raw)))
+		if r.Method == http.MethodHead {
+			return nil
+		}
+		w.Write(raw)
+		return nil
+	}
+	if value.Namespace() != path.IPFSNamespace {
+		return fail(http.StatusNotImplemented, "/ipns/%s names %s: only /ipfs/ values are followed", name, value)
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = value.String() + "/" + strings.Join(segs[1:], "/")
+	r2.URL.RawPath = ""
+	h.serveIPFS(w, r2, ttl)
+	return nil
 }
 
 // parseRequest reads the path, the format and the CAR parameters.
 func parseRequest(r *http.Request) (*request, *httpError) {
 	p := r.URL.Path
-	switch {
-	case strings.HasPrefix(p, "/ipns/"):
-		return nil, fail(http.StatusNotImplemented, "/ipns/ is not implemented by this gateway")
-	case !strings.HasPrefix(p, "/ipfs/"):
-		return nil, fail(http.StatusNotFound, "not found: only /ipfs/{cid} is served")
+	if !strings.HasPrefix(p, "/ipfs/") {
+		return nil, fail(http.StatusNotFound, "not found: only /ipfs/{cid} and /ipns/{name} are served")
 	}
 	segs := strings.Split(strings.Trim(strings.TrimPrefix(p, "/ipfs/"), "/"), "/")
 	root, err := cid.Decode(segs[0])
@@ -226,9 +320,12 @@ func bestAccept(accept string) (string, map[string]string, bool) {
 }
 
 // commonHeaders are sent with every successful answer.
-func commonHeaders(w http.ResponseWriter, r *http.Request, roots []cid.Cid, etag string) {
+func commonHeaders(w http.ResponseWriter, r *http.Request, req *request, roots []cid.Cid, etag string) {
 	hd := w.Header()
 	hd.Set("Cache-Control", cacheImmutable)
+	if req.ttl > 0 {
+		hd.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(req.ttl.Seconds())))
+	}
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Vary", "Accept")
 	hd.Set("Etag", etag)
@@ -264,7 +361,7 @@ func (h *Handler) serveRaw(w http.ResponseWriter, r *http.Request, req *request)
 		return herr
 	}
 	etag := `"` + req.root.String() + `.raw"`
-	commonHeaders(w, r, []cid.Cid{req.root}, etag)
+	commonHeaders(w, r, req, []cid.Cid{req.root}, etag)
 	if notModified(w, r, etag) {
 		return nil
 	}
@@ -348,7 +445,7 @@ func (h *Handler) serveCAR(w http.ResponseWriter, r *http.Request, req *request)
 	sum := fnv.New64a()
 	fmt.Fprintf(sum, "%s|%s|%s|%v", strings.Join(req.path, "/"), req.scope, req.rangeArg, req.dups)
 	etag := fmt.Sprintf(`W/"%s.car.%x"`, req.root, sum.Sum64())
-	commonHeaders(w, r, roots, etag)
+	commonHeaders(w, r, req, roots, etag)
 	if notModified(w, r, etag) {
 		return nil
 	}

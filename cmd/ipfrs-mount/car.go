@@ -39,7 +39,7 @@ func (a *app) export(ctx context.Context, arg, out string, version int, rf *remo
 	if version != 1 && version != 2 {
 		return fmt.Errorf("--car-version must be 1 or 2, not %d", version)
 	}
-	if _, _, err := parseCIDPath(arg); err != nil {
+	if err := checkArg(arg); err != nil {
 		return err
 	}
 	r, err := a.open(!rf.enabled()) // fetched blocks are cached: writable

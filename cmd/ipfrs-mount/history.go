@@ -84,6 +84,9 @@ func (a *app) commit(ctx context.Context, r *repo, c versions.Commit, allowEmpty
 	if err2 := done(); err == nil {
 		err = err2
 	}
+	if err == nil {
+		a.republish(ctx, r)
+	}
 	return c, err
 }
 

@@ -56,7 +56,7 @@ func commands() []*command {
 		switchCommand(), resetCommand(), restoreCommand(), mergeCommand(),
 		refCommand("branch", "list, create or delete branches"), refCommand("tag", "list, create or delete tags"),
 		statusCommand(), unmountCommand("unmount"), unmountCommand("stop"), installCommand(),
-		pinCommand(), gcCommand(), warmCommand(), benchCommand(), serveCommand(), publishCommand(),
+		pinCommand(), gcCommand(), warmCommand(), benchCommand(), serveCommand(), publishCommand(), nameCommand(),
 	}
 }
 

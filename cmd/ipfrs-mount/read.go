@@ -33,7 +33,7 @@ func (a *app) cat(ctx context.Context, args []string, rf *remoteFlags) error {
 	}
 	// Parse every argument before writing anything.
 	for _, arg := range args {
-		if _, _, err := parseCIDPath(arg); err != nil {
+		if err := checkArg(arg); err != nil {
 			return err
 		}
 	}
@@ -74,6 +74,13 @@ func (r *repo) resolve(ctx context.Context, arg string) (cid.Cid, error) {
 
 // resolveIn resolves "CID[/path]" through bs.
 func resolveIn(ctx context.Context, bs unixfs.BlockViewer, arg string) (cid.Cid, error) {
+	if isIPNS(arg) {
+		s, err := resolveIPNS(ctx, bs, arg[len("/ipns/"):])
+		if err != nil {
+			return cid.Undef, err
+		}
+		arg = s
+	}
 	c, p, err := parseCIDPath(arg)
 	if err != nil {
 		return cid.Undef, err

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/gateway"
+	"github.com/ipfrs/ipfrs-mount/names"
 	"github.com/ipfrs/ipfrs-mount/store"
 )
 
@@ -48,7 +49,7 @@ func (a *app) serve(ctx context.Context, addr string) error {
 		return err
 	}
 	defer r.close()
-	srv, err := gateway.Listen(addr, gateway.New(r.store, gateway.Options{Logger: a.log}), a.log)
+	srv, err := gateway.Listen(addr, gateway.New(r.store, gateway.Options{Logger: a.log, Records: names.New(r.store)}), a.log)
 	if err != nil {
 		return err
 	}
@@ -77,7 +78,7 @@ func (g *gatewaySet) start(addr string, s *store.Badger) (string, error) {
 	if g.closed {
 		return "", errors.New("the mount daemon is stopping")
 	}
-	srv, err := gateway.Listen(addr, gateway.New(s, gateway.Options{Logger: g.log}), g.log)
+	srv, err := gateway.Listen(addr, gateway.New(s, gateway.Options{Logger: g.log, Records: names.New(s)}), g.log)
 	if err != nil {
 		return "", err
 	}
