@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
@@ -14,6 +17,8 @@ import (
 	cidlink "github.com/ipld/go-ipld-prime/linking/cid"
 	"github.com/ipld/go-ipld-prime/node/basicnode"
 	mh "github.com/multiformats/go-multihash"
+
+	"github.com/ipfrs/ipfrs-mount/names"
 )
 
 // The points gateway-conformance's block and CAR specs check that the
@@ -87,4 +92,60 @@ func TestConformanceDetails(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestIPNSRecords(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	k, err := names.LoadKey(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := names.New(f.s)
+	if _, err := rs.Publish(ctx, k, "main", f.dir, 90*time.Second, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(f.s, Options{Records: rs}))
+	t.Cleanup(srv.Close)
+	name := k.Name().String()
+
+	for _, tt := range []struct {
+		name, url string
+		header    []string
+	}{
+		{"format", "/ipns/" + name + "?format=ipns-record", nil},
+		{"Accept", "/ipns/" + name, []string{"Accept", TypeIPNSRecord}},
+	} {
+		resp := get(t, http.MethodGet, srv.URL+tt.url, tt.header...)
+		if resp.code != http.StatusOK || resp.header.Get("Content-Type") != TypeIPNSRecord ||
+			resp.header.Get("Cache-Control") != "public, max-age=90" ||
+			!strings.HasPrefix(resp.header.Get("Content-Disposition"), "attachment;") {
+			t.Fatalf("%s: %d %v %s", tt.name, resp.code, resp.header, resp.body)
+		}
+		if _, v, err := names.Verify(k.Name(), resp.body); err != nil || v.String() != "/ipfs/"+f.dir.String() {
+			t.Fatalf("%s: served record: %v %v", tt.name, v, err)
+		}
+	}
+	// What the name points to, as a CAR, cached for the TTL only.
+	resp := get(t, http.MethodGet, srv.URL+"/ipns/"+name+"/b?format=car")
+	if resp.code != http.StatusOK || resp.header.Get("Cache-Control") != "public, max-age=90" {
+		t.Fatalf("CAR through the name: %d %v", resp.code, resp.header)
+	}
+	if r := resp.header.Get("X-Ipfs-Roots"); r != f.dir.String()+","+f.small.String() {
+		t.Errorf("X-Ipfs-Roots %q", r)
+	}
+	other, _ := names.LoadKey(t.TempDir(), true)
+	for url, code := range map[string]int{
+		"/ipns/" + other.Name().String() + "?format=ipns-record": http.StatusNotFound,
+		"/ipns/not-a-name?format=ipns-record":                    http.StatusBadRequest,
+		"/ipns/" + name + "/b?format=ipns-record":                http.StatusBadRequest,
+	} {
+		if resp := get(t, http.MethodGet, srv.URL+url); resp.code != code {
+			t.Errorf("%s: %d, want %d", url, resp.code, code)
+		}
+	}
+	// A gateway without records knows no name.
+	if resp := get(t, http.MethodGet, f.url+"/ipns/"+name+"?format=ipns-record"); resp.code != http.StatusNotFound {
+		t.Errorf("no records: %d", resp.code)
+	}
 }

@@ -45,7 +45,7 @@ func (s *Store) ResolveName(ctx context.Context, name ipns.Name) (path.Path, err
 		errs = append(errs, fmt.Errorf("%s: %w", gw, err))
 	}
 	if best == nil {
-		return nil, fmt.Errorf("/ipns/%s: %w (%w)", name, ErrUnavailable, errors.Join(errs...))
+		return nil, fmt.Errorf("/ipns/%s: no gateway has a valid record for the name (%w)", name, errors.Join(errs...))
 	}
 	// Keep it, so that the local gateway can serve it on; a newer one
 	// kept already wins.
