@@ -45,18 +45,23 @@ if [ -z "$go" ]; then
   go="$dir/go$want/bin/go"
 fi
 
-# The npm clients the interop tests run against serve --gateway (ipfs-car,
+# With IPFRS_SETUP_NPM=1 (scripts/test.sh sets it): the npm clients the
+# interop tests run against serve --gateway (ipfs-car,
 # @helia/verified-fetch) and the Node >= 22 they need, which npm ships as
-# its node package: all into integration/testdata/npm, so that a fresh machine gets
-# them without a system Node 22. Any npm does; Debian's if there is none.
-if ! command -v npm >/dev/null 2>&1; then
-  echo "setup: installing npm" >&2
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
-fi
-if [ ! -e integration/testdata/npm/node_modules/.installed ] || [ integration/testdata/npm/package.json -nt integration/testdata/npm/node_modules/.installed ]; then
-  echo "setup: installing the npm clients into integration/testdata/npm" >&2
-  npm install --prefix integration/testdata/npm --no-audit --no-fund --loglevel=error >&2
-  touch integration/testdata/npm/node_modules/.installed
+# its node package, all into integration/testdata/npm, so that a fresh
+# machine gets them without a system Node 22. Any npm does; Debian's if
+# there is none.
+if [ "${IPFRS_SETUP_NPM:-}" = 1 ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing npm" >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+  fi
+  npmdir=integration/testdata/npm
+  if [ ! -e $npmdir/node_modules/.installed ] || [ $npmdir/package.json -nt $npmdir/node_modules/.installed ]; then
+    echo "setup: installing the npm clients into $npmdir" >&2
+    npm install --prefix $npmdir --no-audit --no-fund --loglevel=error >&2
+    touch $npmdir/node_modules/.installed
+  fi
 fi
 
 GOFLAGS=-buildvcs=false "$go" build -o bin/ipfrs-mount ./cmd/ipfrs-mount

@@ -3,7 +3,7 @@
 # every test. CI runs this through .ci/run with CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-go=$(./scripts/setup.sh)
+go=$(IPFRS_SETUP_NPM=1 ./scripts/setup.sh)
 export GOFLAGS=-buildvcs=false
 export PATH="$(dirname "$go"):$PATH"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
