@@ -155,6 +155,9 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, herr *httpError) 
 func (h *Handler) serveIPNS(w http.ResponseWriter, r *http.Request) *httpError {
 	segs := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/ipns/"), "/"), "/")
 	name, err := ipns.NameFromString(segs[0])
+	if err != nil && strings.Contains(segs[0], ".") {
+		return fail(http.StatusNotImplemented, "/ipns/%s: DNSLink names are not resolved by this gateway", segs[0])
+	}
 	if err != nil {
 		return fail(http.StatusBadRequest, "%q is not an IPNS name (a libp2p key as a CID or peer ID): %v", segs[0], err)
 	}
