@@ -17,8 +17,10 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/ipfrs/ipfrs-mount/worktree"
 	"golang.org/x/term"
+
+	"github.com/ipfrs/ipfrs-mount/repository"
+	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
 // command is one subcommand.
@@ -106,9 +108,7 @@ func report(w io.Writer, err error) int {
 
 // exitError carries the exit status of a command run by the daemon, whose
 // messages were already printed.
-type exitError int
-
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+type exitError = repository.ErrExit
 
 func oneLine(err error) string {
 	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
@@ -157,10 +157,15 @@ func run(ctx context.Context, args []string, e env) error {
 		if a.daemon != nil && (c.name == "mount" || c.name == "install") {
 			return fmt.Errorf("%s: not over the control socket", c.name)
 		}
-		if !c.local && a.shared == nil {
-			// While the repo is mounted, the daemon holds it: ask the daemon.
+		if a.shared != nil {
+			// Run by the daemon: the repo is the daemon's, whatever the
+			// client's flags or environment say.
+			a.repoPath = a.shared.path
+		} else if !c.local {
+			// While the repo is mounted, the daemon holds it: ask the
+			// daemon, with the whole command line.
 			if dir, err := a.repoDir(); err == nil {
-				if done, err := forward(ctx, dir, global.Args(), a.env); done {
+				if done, err := forward(ctx, dir, args, a.env); done {
 					return err
 				}
 			}
