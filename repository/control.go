@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -189,12 +191,7 @@ func (r *Repo) ServeControl(h Handler) error {
 					s.mu.Unlock()
 					conn.Close()
 				}()
-				defer func() {
-					if p := recover(); p != nil {
-						r.log.Error("control socket: command panicked", "panic", p)
-					}
-				}()
-				serveConn(ctx, conn, h)
+				serveConn(ctx, conn, h, r.log)
 			}()
 		}
 	}()
@@ -239,7 +236,10 @@ func (r *Repo) stopControl() {
 // their last output and exit status.
 const controlGrace = 5 * time.Second
 
-func serveConn(ctx context.Context, conn net.Conn, h Handler) {
+// exitPanic is the exit status of a command that panicked (EX_SOFTWARE).
+const exitPanic = 70
+
+func serveConn(ctx context.Context, conn net.Conn, h Handler, log *slog.Logger) {
 	var mu sync.Mutex
 	stdout := frameWriter{&mu, conn, frameStdout}
 	stderr := frameWriter{&mu, conn, frameStderr}
@@ -265,7 +265,20 @@ func serveConn(ctx context.Context, conn net.Conn, h Handler) {
 		io.Copy(io.Discard, conn)
 		cancel()
 	}()
-	exit(h(ctx, req, stdout, stderr))
+	exit(runHandler(ctx, h, req, stdout, stderr, log))
 	conn.Close()
 	<-hungUp
+}
+
+// runHandler runs h; a panic is logged, reported to the client as an
+// internal error with exitPanic, and ends only this command.
+func runHandler(ctx context.Context, h Handler, req Request, stdout, stderr io.Writer, log *slog.Logger) (code int) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("control socket: command panicked", "args", req.Args, "panic", p, "stack", string(debug.Stack()))
+			fmt.Fprintf(stderr, "ipfrs-mount: internal error (the daemon logged it): %v\n", p)
+			code = exitPanic
+		}
+	}()
+	return h(ctx, req, stdout, stderr)
 }

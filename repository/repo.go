@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 
 	"github.com/ipfrs/ipfrs-mount/pin"
@@ -160,11 +161,18 @@ func (r *Repo) OnClose(what string, fn func() error) {
 }
 
 // Go runs fn in a goroutine the repo owns: its context ends when Close
-// starts, and Close waits for it before closing anything.
+// starts, and Close waits for it before closing anything. A panic in fn is
+// logged and ends only fn: the daemon goes on serving its mount, which a
+// crash would leave dead ("transport endpoint is not connected").
 func (r *Repo) Go(fn func(ctx context.Context)) {
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				r.log.Error("background work panicked; it is stopped", "panic", p, "stack", string(debug.Stack()))
+			}
+		}()
 		fn(r.bgCtx)
 	}()
 }

@@ -334,6 +334,10 @@ func TestControlSocket(t *testing.T) {
 			fmt.Fprint(stdout, strings.Join(req.Args[1:], " "))
 			fmt.Fprint(stderr, req.Cwd)
 			return 0
+		case "panic":
+			var m map[string]int
+			m["x"] = 1 // a bug in a command
+			return 0
 		case "block":
 			close(started)
 			<-ctx.Done()
@@ -356,6 +360,15 @@ func TestControlSocket(t *testing.T) {
 	_, err = Forward(ctx, r.Dir(), Request{Args: []string{"other"}}, io.Discard, io.Discard)
 	if code, ok := errors.AsType[ErrExit](err); !ok || code != 2 {
 		t.Fatalf("failing command: %v, want exit status 2", err)
+	}
+
+	var perr strings.Builder
+	_, err = Forward(ctx, r.Dir(), Request{Args: []string{"panic"}}, io.Discard, &perr)
+	if !errors.Is(err, ErrExit(exitPanic)) || !strings.Contains(perr.String(), "internal error") {
+		t.Fatalf("command that panicked: %v (stderr %q), want exit status %d and an internal error", err, perr.String(), exitPanic)
+	}
+	if done, err := Forward(ctx, r.Dir(), Request{Args: []string{"echo", "still"}}, io.Discard, io.Discard); !done || err != nil {
+		t.Fatalf("after a command panicked: done %v, %v; want the daemon still answering", done, err)
 	}
 
 	res := make(chan error, 1)
