@@ -14,12 +14,14 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"golang.org/x/term"
 
 	"github.com/ipfrs/ipfrs-mount/repository"
+	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
@@ -35,6 +37,7 @@ type command struct {
 type app struct {
 	env
 	repoPath string
+	lockWait time.Duration // how long to wait for another process writing the repo (Badger allows one)
 	log      *slog.Logger
 	args     []string // the command line, after the program name
 }
@@ -121,6 +124,7 @@ func run(ctx context.Context, args []string, e env) error {
 	global.SetInterspersed(false)
 	global.SetOutput(stderr)
 	addRepoFlag(global, a)
+	global.DurationVar(&a.lockWait, "lock-wait", 30*time.Second, "wait up to DURATION for another process that has the repo open for writing")
 	help := global.BoolP("help", "h", false, "show help")
 	cmds := commands()
 	global.Usage = func() { usage(stderr, global, cmds) }
@@ -161,19 +165,34 @@ func run(ctx context.Context, args []string, e env) error {
 			// Run by the daemon: the repo is the daemon's, whatever the
 			// client's flags or environment say.
 			a.repoPath = a.shared.path
-		} else if !c.local {
-			// While the repo is mounted, the daemon holds it: ask the
-			// daemon, with the whole command line.
-			if dir, err := a.repoDir(); err == nil {
-				if done, err := forward(ctx, dir, args, a.env); done {
-					return err
+		}
+		deadline := time.Now().Add(a.lockWait)
+		for pause := 20 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+			if a.shared == nil && !c.local {
+				// While the repo is mounted, the daemon holds it: ask the
+				// daemon, with the whole command line.
+				if dir, err := a.repoDir(); err == nil {
+					if done, err := forward(ctx, dir, args, a.env); done {
+						return err
+					}
 				}
 			}
+			err := c.run(ctx, a, fs)
+			if errors.Is(err, store.ErrInUse) && a.shared == nil && time.Now().Before(deadline) {
+				// Another process writes to the repo: a command run
+				// unmounted (wait for it), or a mount daemon starting
+				// (forward to it next time round).
+				select {
+				case <-ctx.Done():
+				case <-time.After(pause):
+					continue
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			return nil
 		}
-		if err := c.run(ctx, a, fs); err != nil {
-			return fmt.Errorf("%s: %w", c.name, err)
-		}
-		return nil
 	}
 	return fmt.Errorf("unknown command %q (run ipfrs-mount --help)", name)
 }
@@ -183,7 +202,7 @@ func addRepoFlag(fs *pflag.FlagSet, a *app) {
 }
 
 func usage(w io.Writer, global *pflag.FlagSet, cmds []*command) {
-	fmt.Fprintf(w, "usage: ipfrs-mount [--repo DIR] COMMAND [ARGS]\n\ncommands:\n")
+	fmt.Fprintf(w, "usage: ipfrs-mount [--repo DIR] [--lock-wait D] COMMAND [ARGS]\n\ncommands:\n")
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.help)
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfrs/ipfrs-mount/repository"
 )
@@ -154,5 +155,36 @@ func TestReport(t *testing.T) {
 		if code := report(&b, tc.err); code != tc.code || b.String() != tc.out {
 			t.Errorf("report(%v) = %d, %q; want %d, %q", tc.err, code, b.String(), tc.code, tc.out)
 		}
+	}
+}
+
+// A command run while another process has the repo open for writing waits
+// for it instead of failing: two unmounted commits at once both succeed.
+func TestCommandWaitsForTheRepoLock(t *testing.T) {
+	dir := t.TempDir()
+	holder, err := repository.Open(dir, repository.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := runIn(t, "", "--repo", dir, "commit", "--allow-empty", "-m", "waited")
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("commit returned while the repo was held: %v", err)
+	default:
+	}
+	if err := holder.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("commit after the holder closed: %v", err)
+	}
+	out, _, err := runIn(t, "", "--repo", dir, "log")
+	if err != nil || !strings.Contains(out, "waited") {
+		t.Fatalf("log: %v %q", err, out)
 	}
 }

@@ -128,7 +128,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	if err := alreadyMounted(ctx, dir); err != nil {
 		return err
 	}
-	r, err := repository.Open(dir, repository.Options{Logger: a.log, Compress: f.compress})
+	r, err := repository.Open(dir, repository.Options{Logger: a.log.With("mount", mnt), Compress: f.compress})
 	if err != nil {
 		return err
 	}
