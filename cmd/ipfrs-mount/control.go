@@ -19,7 +19,7 @@ func forward(ctx context.Context, dir string, args []string, e env) (done bool, 
 // the daemon's repo (r, which it must not close) and mount (d).
 func controlHandler(r *repo, d *daemonState) repository.Handler {
 	return func(ctx context.Context, req repository.Request, stdout, stderr io.Writer) int {
-		err := run(ctx, req.Args, env{stdout: stdout, stderr: stderr, cwd: req.Cwd, shared: r, tree: d.tree, daemon: d})
+		err := run(ctx, req.Args, env{stdout: stdout, stderr: stderr, cwd: req.Cwd, shared: r, daemon: d})
 		return report(stderr, err)
 	}
 }

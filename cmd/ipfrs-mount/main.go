@@ -22,7 +22,6 @@ import (
 
 	"github.com/ipfrs/ipfrs-mount/repository"
 	"github.com/ipfrs/ipfrs-mount/store"
-	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
 // command is one subcommand.
@@ -46,11 +45,10 @@ type app struct {
 // control-socket client served by the mount daemon.
 type env struct {
 	stdout, stderr io.Writer
-	tty            bool           // stderr is a terminal: show progress bars
-	cwd            string         // relative paths are relative to this
-	shared         *repo          // the daemon's open repo, when served over the socket
-	tree           *worktree.Tree // and its working tree
-	daemon         *daemonState   // and the mount it serves
+	tty            bool         // stderr is a terminal: show progress bars
+	cwd            string       // relative paths are relative to this
+	shared         *repo        // the daemon's open repo, when served over the socket
+	daemon         *daemonState // and the mount it serves (fixed once it serves)
 }
 
 func commands() []*command {

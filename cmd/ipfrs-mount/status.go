@@ -105,7 +105,7 @@ func (a *app) status(ctx context.Context, asJSON bool) error {
 		out.Started, out.UptimeSeconds = &d.started, now.Sub(d.started).Seconds()
 		out.LogFile, out.MetricsAddr = d.logFile, d.mount.MetricsAddr()
 		out.OpenFiles = d.mount.Metrics().OpenFileCount()
-		u := a.tree.Usage()
+		u := d.tree.Usage()
 		out.TreeFiles, out.TreeBytes = u.Files, u.Bytes
 		src := d.mount.Metrics().Sources()
 		if src.Cache != nil {

@@ -28,7 +28,7 @@ func warmCommand() *command {
 				if err != nil {
 					return err
 				}
-				ino, err := a.tree.LookupPath(rel)
+				ino, err := d.tree.LookupPath(rel)
 				if err != nil {
 					return fmt.Errorf("%s: %w", p, err)
 				}
