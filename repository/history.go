@@ -25,6 +25,24 @@ func ChunkerParams() string {
 	return fmt.Sprintf("%s/links-%d", l.Chunker, l.MaxLinks)
 }
 
+// AfterCommit adds fn to what runs after every commit this repo makes
+// (commit, autocommit, a tag of a changed tree), once the commit is
+// durable and outside the history's lock; fn must not block for long.
+func (r *Repo) AfterCommit(fn func(ctx context.Context, c versions.Commit)) {
+	r.hookMu.Lock()
+	defer r.hookMu.Unlock()
+	r.afterCommit = append(r.afterCommit, fn)
+}
+
+func (r *Repo) committed(ctx context.Context, c versions.Commit) {
+	r.hookMu.Lock()
+	hooks := r.afterCommit
+	r.hookMu.Unlock()
+	for _, fn := range hooks {
+		fn(ctx, c)
+	}
+}
+
 // Commit records the working tree on the current branch with c's message
 // and author (c.Tree and c.Chunker are filled in). Without allowEmpty a tree
 // equal to HEAD's gives versions.ErrNothingToCommit.
@@ -43,6 +61,9 @@ func (r *Repo) Commit(ctx context.Context, c versions.Commit, allowEmpty bool) (
 		out, err = w.Create(ctx, c, allowEmpty)
 		return err
 	})
+	if err == nil {
+		r.committed(ctx, out)
+	}
 	return out, err
 }
 
@@ -58,6 +79,7 @@ func (r *Repo) TagTree(ctx context.Context, name, author string) (cid.Cid, error
 		return cid.Undef, err
 	}
 	var tagged cid.Cid
+	var made versions.Commit // the commit made first, if any
 	err = r.history.Batch(ctx, func(w versions.Writer) error {
 		root, err := t.Root(ctx)
 		if err != nil {
@@ -73,10 +95,15 @@ func (r *Repo) TagTree(ctx context.Context, name, author string) (cid.Cid, error
 		case err != nil:
 			return err
 		default:
-			tagged = cm.CID
+			tagged, made = cm.CID, cm
 		}
 		return w.SetTag(ctx, name, tagged)
 	})
+	if made.CID.Defined() {
+		// Committed even when the tag then failed: the commit is on its
+		// branch.
+		r.committed(ctx, made)
+	}
 	return tagged, err
 }
 

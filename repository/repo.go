@@ -56,6 +56,9 @@ type Repo struct {
 
 	gcs gcRecord
 
+	hookMu      sync.Mutex
+	afterCommit []func(ctx context.Context, c versions.Commit)
+
 	// The control socket, when served: stopped first by Close.
 	controlMu sync.Mutex
 	control   *controlServer

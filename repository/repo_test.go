@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,6 +87,8 @@ func logSet(t *testing.T, r *Repo) map[cid.Cid]bool {
 func TestCheckoutOperations(t *testing.T) {
 	ctx := context.Background()
 	r := openRepo(t)
+	var hooked []string
+	r.AfterCommit(func(_ context.Context, c versions.Commit) { hooked = append(hooked, c.Message) })
 	writeFile(t, r, "a", []byte("one"))
 	c1, err := r.Commit(ctx, versions.Commit{Message: "one"}, false)
 	if err != nil {
@@ -168,6 +171,10 @@ func TestCheckoutOperations(t *testing.T) {
 	}
 	if _, err := r.TagTree(ctx, "v2", "me"); !errors.Is(err, versions.ErrExists) {
 		t.Fatalf("tag v2 again: %v, want ErrExists", err)
+	}
+	// AfterCommit saw every commit made, and nothing else.
+	if want := []string{"one", "two", "tag v1"}; !slices.Equal(hooked, want) {
+		t.Fatalf("AfterCommit saw %q, want %q", hooked, want)
 	}
 }
 
