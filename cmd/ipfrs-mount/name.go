@@ -14,6 +14,7 @@ import (
 
 	"github.com/ipfrs/ipfrs-mount/names"
 	"github.com/ipfrs/ipfrs-mount/remote"
+	"github.com/ipfrs/ipfrs-mount/repository"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 	"github.com/ipfrs/ipfrs-mount/versions"
@@ -59,7 +60,7 @@ func (a *app) namePublish(ctx context.Context, branch string, ttl, lifetime time
 		return err
 	}
 	defer r.close()
-	branches, err := versions.New(r.store).Branches(ctx)
+	branches, err := r.History().Branches(ctx)
 	if err != nil {
 		return err
 	}
@@ -67,46 +68,48 @@ func (a *app) namePublish(ctx context.Context, branch string, ttl, lifetime time
 	if !ok {
 		return fmt.Errorf("no branch %q", branch)
 	}
-	out, err := publishBranch(ctx, r, branch, head, ttl, lifetime)
+	commit, err := r.History().Get(ctx, head)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(a.stdout, out)
+	name, err := publishTree(ctx, r.Repo, branch, commit.Tree, ttl, lifetime)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "/ipns/%s /ipfs/%s\n", name, commit.Tree)
 	return nil
 }
 
-// publishBranch signs a record naming the tree of commit head.
-func publishBranch(ctx context.Context, r *repo, branch string, head cid.Cid, ttl, lifetime time.Duration) (string, error) {
-	commit, err := versions.New(r.store).Get(ctx, head)
+// publishTree signs a record naming tree with the repo key (made on first
+// use) and notes branch as the one the name follows.
+func publishTree(ctx context.Context, r *repository.Repo, branch string, tree cid.Cid, ttl, lifetime time.Duration) (ipns.Name, error) {
+	k, err := names.LoadKey(r.Dir(), true)
 	if err != nil {
-		return "", err
+		return ipns.Name{}, err
 	}
-	k, err := names.LoadKey(r.path, true)
-	if err != nil {
-		return "", err
+	if _, err := names.New(r.Store()).Publish(ctx, k, branch, tree, ttl, lifetime); err != nil {
+		return ipns.Name{}, err
 	}
-	if _, err := names.New(r.store).Publish(ctx, k, branch, commit.Tree, ttl, lifetime); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("/ipns/%s /ipfs/%s", k.Name(), commit.Tree), nil
+	return k.Name(), nil
 }
 
-// republish follows a commit with the record of the branch the repo's
-// name publishes, when the commit is on that branch. A failure does not
-// undo the commit: it is reported.
-func (a *app) republish(ctx context.Context, r *repo) {
-	rs := names.New(r.store)
-	branch, err := rs.Branch(ctx)
-	if err != nil || branch == "" {
-		return
-	}
-	cur, head, err := versions.New(r.store).Head(ctx)
-	if err != nil || cur != branch {
-		return
-	}
-	if _, err := publishBranch(ctx, r, branch, head, names.DefaultTTL, names.DefaultLifetime); err != nil {
-		fmt.Fprintf(a.stderr, "ipfrs-mount: warning: committed, but republishing /ipns/ for %s failed: %v\n", branch, err)
-	}
+// republishOnCommit makes every commit on the branch the repo's name
+// publishes (commit, autocommit, a tag of a changed tree) republish the
+// name. A failure does not undo the commit: it is logged.
+func republishOnCommit(r *repository.Repo) {
+	r.AfterCommit(func(ctx context.Context, c versions.Commit) {
+		branch, err := names.New(r.Store()).Branch(ctx)
+		if err != nil || branch == "" {
+			return
+		}
+		cur, head, err := r.History().Head(ctx)
+		if err != nil || cur != branch || !head.Equals(c.CID) {
+			return
+		}
+		if _, err := publishTree(ctx, r, branch, c.Tree, names.DefaultTTL, names.DefaultLifetime); err != nil {
+			r.Logger().Warn("committed, but republishing the branch's IPNS name failed", "branch", branch, "err", err)
+		}
+	})
 }
 
 // nameImport keeps a record signed elsewhere, once its signature checks.
