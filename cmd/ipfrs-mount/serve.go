@@ -15,7 +15,7 @@ func serveCommand() *command {
 	var addr string
 	return &command{
 		name: "serve", args: "--gateway ADDR",
-		help: "serve the repo's blocks as an IPFS trustless gateway (raw blocks and CARs; inside the mount daemon while mounted)",
+		help: "serve the repo's blocks as an IPFS trustless gateway (raw blocks, CARs and IPNS records; inside the mount daemon while mounted)",
 		flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&addr, "gateway", "", "listen on ADDR (host:port; port 0 picks one), e.g. 0.0.0.0:8080")
 		},
