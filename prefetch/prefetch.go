@@ -54,11 +54,22 @@ func (o Options) withDefaults() Options {
 
 // Stats counts what the prefetcher did. A read is a hit when every unit it
 // covers had been warmed before it came.
+//
+// FetchedBytes is what the workers actually warmed (a unit cancelled
+// before its turn is not fetched); UsedBytes the part of it in units that a
+// read then touched; ReadBytes what the readers asked for. A stream never
+// fetches a unit twice, so FetchedBytes ≤ ReadBytes + what was read ahead
+// and dropped (WastedBytes).
 type Stats struct {
 	Hits, Misses  int64 // reads
+	ReadBytes     int64 // bytes asked for by the reads seen
+	FetchedBytes  int64 // bytes warmed
+	UsedBytes     int64 // bytes of warmed units that were then read
+	WastedBytes   int64 // bytes of warmed units dropped unread
 	Issued        int64 // units scheduled
-	Useful        int64 // units read after they were warmed
-	Wasted        int64 // units dropped unread
+	Useful        int64 // units read after they were warmed (or while warming)
+	Wasted        int64 // units warmed and dropped unread
+	Cancelled     int64 // units scheduled and dropped before their warm began
 	Failed        int64 // warms that returned an error (the read reports it)
 	OverBudget    int64 // units not scheduled for lack of budget
 	BudgetInUse   int64 // bytes
@@ -78,9 +89,10 @@ type Prefetcher struct {
 	wg     sync.WaitGroup
 	closed sync.Once
 
-	used, peak                                              atomic.Int64
-	hits, misses, issued, useful, wasted, failed, overLimit atomic.Int64
-	streams                                                 atomic.Int64
+	used, peak                                                         atomic.Int64
+	hits, misses, issued, useful, wasted, cancelled, failed, overLimit atomic.Int64
+	readBytes, fetchedBytes, usedBytes, wastedBytes                    atomic.Int64
+	streams                                                            atomic.Int64
 }
 
 type job struct {
@@ -113,8 +125,10 @@ func (p *Prefetcher) Close() {
 // Stats returns the counters so far.
 func (p *Prefetcher) Stats() Stats {
 	return Stats{
-		Hits: p.hits.Load(), Misses: p.misses.Load(), Issued: p.issued.Load(),
-		Useful: p.useful.Load(), Wasted: p.wasted.Load(), Failed: p.failed.Load(),
+		Hits: p.hits.Load(), Misses: p.misses.Load(), ReadBytes: p.readBytes.Load(),
+		FetchedBytes: p.fetchedBytes.Load(), UsedBytes: p.usedBytes.Load(), WastedBytes: p.wastedBytes.Load(),
+		Issued: p.issued.Load(), Useful: p.useful.Load(), Wasted: p.wasted.Load(),
+		Cancelled: p.cancelled.Load(), Failed: p.failed.Load(),
 		OverBudget: p.overLimit.Load(), BudgetInUse: p.used.Load(), BudgetPeak: p.peak.Load(),
 		Budget: p.o.Budget, Unit: p.o.Unit, StreamsActive: p.streams.Load(),
 	}
@@ -157,7 +171,9 @@ func (p *Prefetcher) work() {
 // offset (nil: none).
 func (p *Prefetcher) Open(src Source, size int64, groups func() []Range) *Stream {
 	p.streams.Add(1)
-	return &Stream{p: p, src: src, size: size, groupsFn: groups, units: map[int64]*unit{}, group: -1}
+	nunits := (size + p.o.Unit - 1) / p.o.Unit
+	return &Stream{p: p, src: src, size: size, groupsFn: groups, units: map[int64]*unit{}, group: -1,
+		seen: make([]uint64, (nunits+63)/64)}
 }
 
 // Stream is the read-ahead state of one open file.
@@ -167,18 +183,33 @@ type Stream struct {
 	size     int64
 	groupsFn func() []Range
 
-	mu      sync.Mutex
-	groups  []Range
-	units   map[int64]*unit // scheduled and not yet released, by index
-	lastEnd int64           // end of the sequential run so far
-	window  int64
-	group   int // the group last read, -1 for none
-	closed  bool
+	mu     sync.Mutex
+	groups []Range
+	units  map[int64]*unit // scheduled and not yet released, by index
+	// seen marks the units scheduled once, or read whole, by this stream:
+	// none is scheduled again, so a stream fetches each byte at most once
+	// (kernel readahead reads out of order; without this a unit released
+	// by a later read was scheduled again by an earlier one).
+	seen     []uint64
+	runStart int64 // start of the sequential run so far
+	lastEnd  int64 // end of the sequential run so far
+	window   int64
+	group    int // the group last read, -1 for none
+	closed   bool
 }
 
 type unit struct {
 	running, done, failed, read bool
 	orphan                      bool // released while running: the worker gives its budget back
+}
+
+func (s *Stream) isSeen(i int64) bool { return s.seen[i/64]&(1<<(i%64)) != 0 }
+func (s *Stream) markSeen(i int64)    { s.seen[i/64] |= 1 << (i % 64) }
+
+// unitLen is the byte length of unit i (the last one may be short).
+func (s *Stream) unitLen(i int64) int64 {
+	us := s.p.o.Unit
+	return min(us, s.size-i*us)
 }
 
 // run warms unit i; called by a worker.
@@ -192,7 +223,8 @@ func (s *Stream) run(ctx context.Context, i int64) {
 	u.running = true
 	s.mu.Unlock()
 	off := i * s.p.o.Unit
-	err := s.src.Warm(ctx, off, min(s.p.o.Unit, s.size-off))
+	s.p.fetchedBytes.Add(s.unitLen(i))
+	err := s.src.Warm(ctx, off, s.unitLen(i))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u.done = true
@@ -229,18 +261,26 @@ func (s *Stream) Access(off, n int64) {
 		}()
 	}
 
-	// Count the read, and release what it has read.
+	// Count the read, and release what it has read. A unit read whole
+	// before its warm began is not warmed at all: the read fetched it.
+	s.p.readBytes.Add(end - off)
 	hit := true
 	for i := off / us; i*us < end; i++ {
+		if i*us >= off && ((i+1)*us <= end || end == s.size) {
+			s.markSeen(i) // read whole: the read fetched it
+		}
 		u, ok := s.units[i]
 		if !ok || !u.done || u.failed {
 			hit = false
 		}
-		if ok && u.done {
+		if !ok {
+			continue
+		}
+		if u.running || u.done {
 			u.read = true
-			if (i+1)*us <= end || end == s.size {
-				s.release(i)
-			}
+		}
+		if (i+1)*us <= end || end == s.size {
+			s.release(i)
 		}
 	}
 	if hit {
@@ -251,32 +291,50 @@ func (s *Stream) Access(off, n int64) {
 
 	// Kernel readahead sends several reads of one window at once, out of
 	// order: anything within the current window counts as sequential.
+	// The window is, like the kernel's own readahead, twice what has
+	// been read in order so far, once that is a unit: a short run (a
+	// header, a reader about to jump) fetches nothing ahead.
 	slack := max(s.window, 4*us)
 	if off >= s.lastEnd-slack && off <= s.lastEnd+slack {
-		s.window = min(max(2*s.window, 4*us), s.p.o.MaxWindow)
 		s.lastEnd = max(s.lastEnd, end)
-		s.dropBehind(off - slack)
+		s.runStart = min(s.runStart, off)
+		if run := s.lastEnd - s.runStart; run >= us {
+			s.window = min(2*run, s.p.o.MaxWindow)
+		}
+		s.dropOutside(off-slack, off+2*s.p.o.MaxWindow)
 	} else {
-		s.dropBehind(off)
+		s.dropOutside(off, off+2*s.p.o.MaxWindow)
 		s.window = 0
-		s.lastEnd = end
+		s.runStart, s.lastEnd = off, end
 	}
-	if s.window > 0 {
+	g, inGroup := s.groupAt(off)
+	if s.window > 0 && !inGroup {
+		// Inside a group the group rules below decide: a window
+		// running past the tensor would fetch the neighbours of a
+		// reader that jumps (name order, one rank's share).
 		s.schedule(end, min(s.lastEnd+s.window, s.size))
 	}
-	if g, ok := s.groupAt(off); ok {
+	if inGroup {
 		// A tensor is read whole once touched: warm it, then the next
 		// one in the direction the reader is going.
 		limit := end + 2*s.p.o.MaxWindow
 		s.schedule(end, min(s.groups[g].End, limit))
-		next := g + 1
-		if g < s.group {
+		// Only a reader going from one tensor to its neighbour (or
+		// starting) gets the next one: a reader in name order jumps,
+		// and the neighbour is another rank's or read much later.
+		next := -1
+		switch {
+		case g == s.group+1: // s.group is -1 before the first tensor
+			next = g + 1
+		case g == s.group-1:
 			next = g - 1
 		}
 		if next >= 0 && next < len(s.groups) && next != s.group {
 			s.schedule(s.groups[next].Off, min(s.groups[next].End, limit))
 		}
-		s.group = g
+		if g != s.group {
+			s.group = g
+		}
 	}
 }
 
@@ -291,7 +349,7 @@ func (s *Stream) groupAt(off int64) (int, bool) {
 func (s *Stream) schedule(from, to int64) {
 	us := s.p.o.Unit
 	for i := from / us; i*us < to; i++ {
-		if _, ok := s.units[i]; ok {
+		if s.isSeen(i) {
 			continue
 		}
 		if !s.p.reserve() {
@@ -304,6 +362,7 @@ func (s *Stream) schedule(from, to int64) {
 			return
 		}
 		s.units[i] = &unit{}
+		s.markSeen(i)
 		s.p.issued.Add(1)
 	}
 }
@@ -317,19 +376,25 @@ func (s *Stream) release(i int64) {
 	} else {
 		s.p.used.Add(-s.p.o.Unit)
 	}
-	if u.read {
+	switch {
+	case !u.running && !u.done:
+		s.p.cancelled.Add(1)
+	case u.read:
 		s.p.useful.Add(1)
-	} else {
+		s.p.usedBytes.Add(s.unitLen(i))
+	default:
 		s.p.wasted.Add(1)
+		s.p.wastedBytes.Add(s.unitLen(i))
 	}
 }
 
-// dropBehind releases the units before off, and those so far after it
-// that a reader at off will not reach them soon. Called with mu held.
-func (s *Stream) dropBehind(off int64) {
+// dropOutside releases the units that end before lo (the reader has gone
+// past them), and those starting after hi (so far ahead that the reader
+// will not reach them soon). Called with mu held.
+func (s *Stream) dropOutside(lo, hi int64) {
 	us := s.p.o.Unit
 	for i := range s.units {
-		if (i+1)*us <= off || i*us > off+2*s.p.o.MaxWindow {
+		if (i+1)*us <= lo || i*us > hi {
 			s.release(i)
 		}
 	}
