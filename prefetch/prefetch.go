@@ -195,6 +195,8 @@ type Stream struct {
 	lastEnd  int64 // end of the sequential run so far
 	window   int64
 	group    int // the group last read, -1 for none
+	dir      int // +1 or -1: the way the reader went from group to neighbouring group; 0 after a jump
+	steps    int // how many such steps in a row
 	closed   bool
 }
 
@@ -319,21 +321,26 @@ func (s *Stream) Access(off, n int64) {
 		// one in the direction the reader is going.
 		limit := end + 2*s.p.o.MaxWindow
 		s.schedule(end, min(s.groups[g].End, limit))
-		// Only a reader going from one tensor to its neighbour (or
-		// starting) gets the next one: a reader in name order jumps,
-		// and the neighbour is another rank's or read much later.
-		next := -1
-		switch {
-		case g == s.group+1: // s.group is -1 before the first tensor
-			next = g + 1
-		case g == s.group-1:
-			next = g - 1
-		}
-		if next >= 0 && next < len(s.groups) && next != s.group {
-			s.schedule(s.groups[next].Off, min(s.groups[next].End, limit))
-		}
+		// Only a reader that has gone from tensor to neighbour twice in
+		// a row gets the next one warmed too: a reader in name order
+		// jumps, and the neighbour is read much later or by another
+		// rank; one step may be the kernel's readahead running on past
+		// the end of a tensor.
 		if g != s.group {
+			switch {
+			case g == s.group+1 && s.dir >= 0:
+				s.dir, s.steps = 1, s.steps+1
+			case g == s.group-1 && s.dir <= 0:
+				s.dir, s.steps = -1, s.steps+1
+			case g == s.group+1 || g == s.group-1:
+				s.dir, s.steps = g-s.group, 1
+			default:
+				s.dir, s.steps = 0, 0
+			}
 			s.group = g
+		}
+		if next := g + s.dir; s.steps >= 2 && next >= 0 && next < len(s.groups) {
+			s.schedule(s.groups[next].Off, min(s.groups[next].End, limit))
 		}
 	}
 }
