@@ -355,7 +355,8 @@ func (s *Stream) groupAt(off int64) (int, bool) {
 // yet, in order, while the budget lasts. Called with mu held.
 func (s *Stream) schedule(from, to int64) {
 	us := s.p.o.Unit
-	for i := from / us; i*us < to; i++ {
+	to = min(to, s.size) // groups come from the file's header: never trust them past its end
+	for i := max(from, 0) / us; i*us < to; i++ {
 		if s.isSeen(i) {
 			continue
 		}

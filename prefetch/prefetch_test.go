@@ -340,3 +340,30 @@ func TestFetchedIsWhatIsRead(t *testing.T) {
 		})
 	}
 }
+
+// Groups that claim bytes past the end of the file (a damaged header) are
+// cut at the end.
+func TestGroupsPastTheEnd(t *testing.T) {
+	p := New(Options{})
+	defer p.Close()
+	src := newSource(0)
+	st := p.Open(src, 8*mib, func() []Range { return []Range{{-mib, 2 * mib}, {2 * mib, 900 * mib}} })
+	st.Access(4096, 4096)
+	for {
+		st.mu.Lock()
+		n := len(st.groups)
+		st.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	st.Access(3*mib, 4096)
+	for !idle(st) {
+		time.Sleep(100 * time.Microsecond)
+	}
+	st.Close()
+	if s := p.Stats(); s.FetchedBytes > 8*mib {
+		t.Errorf("fetched %d bytes of an 8 MiB file", s.FetchedBytes)
+	}
+}
