@@ -31,6 +31,10 @@ type Options struct {
 	Budget    int64 // bytes scheduled and not yet read, all streams together (default 256 MiB)
 	Unit      int64 // bytes per warm (default 1 MiB)
 	MaxWindow int64 // how far a sequential stream reads ahead (default 64 MiB)
+	// ReadAround is the kernel's readahead on the mount (default 16 MiB,
+	// what fusefs sets): a run of reads shorter than twice this may be
+	// the kernel reading around one page fault, not the reader going on.
+	ReadAround int64
 }
 
 func (o Options) withDefaults() Options {
@@ -48,6 +52,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxWindow <= 0 {
 		o.MaxWindow = 64 << 20
+	}
+	if o.ReadAround <= 0 {
+		o.ReadAround = 16 << 20
 	}
 	return o
 }
@@ -310,36 +317,37 @@ func (s *Stream) Access(off, n int64) {
 		s.runStart, s.lastEnd = off, end
 	}
 	g, inGroup := s.groupAt(off)
-	if s.window > 0 && !inGroup {
-		// Inside a group the group rules below decide: a window
-		// running past the tensor would fetch the neighbours of a
-		// reader that jumps (name order, one rank's share).
+	if inGroup && g != s.group {
+		// Going from tensor to neighbouring tensor twice in a row (in
+		// a run longer than the kernel's read-around, when forwards)
+		// is reading in file order; the kernel reading around a fault
+		// crosses small tensors too, and a reader in name order (or
+		// one rank's share) jumps.
+		switch {
+		case g == s.group+1 && s.dir >= 0:
+			s.dir, s.steps = 1, s.steps+1
+		case g == s.group-1 && s.dir <= 0:
+			s.dir, s.steps = -1, s.steps+1
+		case g == s.group+1 || g == s.group-1:
+			s.dir, s.steps = g-s.group, 1
+		default:
+			s.dir, s.steps = 0, 0
+		}
+		s.group = g
+	}
+	inOrder := inGroup && s.steps >= 2 && (s.dir < 0 || s.lastEnd-s.runStart >= 2*s.p.o.ReadAround)
+	if s.window > 0 && (!inGroup || inOrder && s.dir > 0) {
+		// Inside a tensor the window runs on past it only for a reader
+		// in file order: it would fetch the neighbours of one that
+		// jumps.
 		s.schedule(end, min(s.lastEnd+s.window, s.size))
 	}
 	if inGroup {
-		// A tensor is read whole once touched: warm it, then the next
-		// one in the direction the reader is going.
+		// A tensor is read whole once touched: warm it, and for a
+		// reader in file order the next one its way.
 		limit := end + 2*s.p.o.MaxWindow
 		s.schedule(end, min(s.groups[g].End, limit))
-		// Only a reader that has gone from tensor to neighbour twice in
-		// a row gets the next one warmed too: a reader in name order
-		// jumps, and the neighbour is read much later or by another
-		// rank; one step may be the kernel's readahead running on past
-		// the end of a tensor.
-		if g != s.group {
-			switch {
-			case g == s.group+1 && s.dir >= 0:
-				s.dir, s.steps = 1, s.steps+1
-			case g == s.group-1 && s.dir <= 0:
-				s.dir, s.steps = -1, s.steps+1
-			case g == s.group+1 || g == s.group-1:
-				s.dir, s.steps = g-s.group, 1
-			default:
-				s.dir, s.steps = 0, 0
-			}
-			s.group = g
-		}
-		if next := g + s.dir; s.steps >= 2 && next >= 0 && next < len(s.groups) {
+		if next := g + s.dir; inOrder && next >= 0 && next < len(s.groups) {
 			s.schedule(s.groups[next].Off, min(s.groups[next].End, limit))
 		}
 	}
