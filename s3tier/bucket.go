@@ -51,7 +51,7 @@ type VerifyReport struct {
 	Packs      int        `json:"packs"`
 	Blocks     int        `json:"blocks"`
 	Bytes      int64      `json:"bytes"`
-	BadPacks   []string   `json:"bad_packs"`  // packs whose bytes are not those their ID names
+	BadPacks   []string   `json:"bad_packs"`  // packs whose bytes are not those their index's SHA-256 names
 	BadBlocks  []BadBlock `json:"bad_blocks"` // blocks that fail their CID
 	Unreadable []string   `json:"unreadable"` // packs or indexes that could not be read
 	Refs       int        `json:"refs"`       // refs whose DAGs were walked
@@ -86,7 +86,7 @@ func (t *Tier) Verify(ctx context.Context) (VerifyReport, error) {
 			continue
 		}
 		rep.Bytes += int64(len(data))
-		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != id {
+		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != pi.SHA256 {
 			rep.BadPacks = append(rep.BadPacks, id)
 		}
 		for _, e := range pi.Blocks {

@@ -17,7 +17,10 @@ import (
 // packIndex is the index object of one pack: where each block lies in it.
 // It is uploaded after its pack, so an index names only packs that exist.
 type packIndex struct {
-	Pack   string       `json:"pack"` // pack ID: hex SHA-256 of the pack's bytes
+	// Pack is the pack's ID: 32 random bytes in hex, never reused, so that
+	// a pack gc --s3 removes is never one a writer has just uploaded again.
+	Pack   string       `json:"pack"`
+	SHA256 string       `json:"sha256"` // of the pack's bytes
 	Size   int64        `json:"size"`
 	Blocks []indexEntry `json:"blocks"`
 }

@@ -3,6 +3,7 @@ package s3tier
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -410,11 +411,13 @@ func (p *packer) upload(ctx context.Context) error {
 	t := p.t
 	data := p.buf.Bytes()
 	sum := sha256.Sum256(data)
-	id := hex.EncodeToString(sum[:])
+	var rnd [32]byte
+	rand.Read(rnd[:])
+	id := hex.EncodeToString(rnd[:])
 	if err := t.putRetrying(ctx, t.packKey(id), data); err != nil {
 		return err
 	}
-	idx, err := json.Marshal(packIndex{Pack: id, Size: int64(len(data)), Blocks: p.entries})
+	idx, err := json.Marshal(packIndex{Pack: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Blocks: p.entries})
 	if err != nil {
 		return err
 	}
@@ -481,4 +484,12 @@ func (t *Tier) putObject(ctx context.Context, key string, data []byte, opts mini
 		return fmt.Errorf("s3 put %s: %w", key, err)
 	}
 	return nil
+}
+
+// Pending counts the refs and roots queued in a repo and not yet pushed,
+// for status without an open tier.
+func Pending(ctx context.Context, s *store.Badger) (int, error) {
+	n := 0
+	err := s.ScanMeta(ctx, keyQueue, func(string, []byte) error { n++; return nil })
+	return n, err
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/metrics"
 	"github.com/ipfrs/ipfrs-mount/prefetch"
+	"github.com/ipfrs/ipfrs-mount/s3tier"
 	"github.com/ipfrs/ipfrs-mount/store"
 )
 
@@ -57,6 +58,7 @@ type daemonState struct {
 	hot              *fusefs.Hot          // nil without a hot tier
 	prefetch         *prefetch.Prefetcher // nil without read-ahead
 	gateways         *gatewaySet          // trustless gateways started by mount --gateway or serve
+	s3               *s3tier.Tier         // nil without --s3
 }
 
 // detachDaemon starts this mount again as a background process and returns

@@ -66,6 +66,7 @@ func mountCommand() *command {
 			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
 			fs.StringVar(&f.gateway, "gateway", "", "also serve the repo as an IPFS trustless gateway on ADDR (like 'serve --gateway')")
 			f.remote.add(fs)
+			f.remote.s3.addMount(fs)
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
@@ -172,6 +173,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	defer closeRemote()
 	ctx, stop := context.WithCancel(ctx)
+
 	defer stop()
 	var pf *prefetch.Prefetcher
 	src := metrics.Sources{Store: r.store.Counters}
@@ -186,6 +188,9 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	d := &daemonState{gateways: &gatewaySet{log: a.log}, repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store,
 		logFile: logPath, stop: stop, metrics: metrics.New(src), gcs: gcs}
 	d.started = d.metrics.Started()
+	if d.s3 = f.remote.tier; d.s3 != nil {
+		d.metrics.Registry().MustRegister(s3Metrics(d.s3)...)
+	}
 	r.store.HashReads(f.hashReads)
 	if hotBytes, _ := humanize.ParseBytes(f.hotCache); hotBytes > 0 {
 		tier, err := mmapio.Open(filepath.Join(r.path, "hot"), int64(hotBytes), a.log)
