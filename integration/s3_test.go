@@ -121,11 +121,32 @@ func TestS3TwoMountsFollow(t *testing.T) {
 	if r := ipfrs(t, repoB, "verify", "--s3", url); r.err != nil {
 		t.Fatalf("verify --s3: %v %s %s", r.err, r.stdout, r.stderr)
 	}
+	// cat and export --s3 read through the bucket in a repo that has
+	// nothing, without a mount.
+	c := cidOf(t, filepath.Join(mntB, ".versions", "branches", "main", "model.safetensors"))
+	repoC := filepath.Join(t.TempDir(), "c")
+	if r := ipfrs(t, repoC, "cat", "--s3", url, c); r.err != nil || int64(len(r.stdout)) != fileSize(t, model) {
+		t.Fatalf("cat --s3: %v %s", r.err, r.stderr)
+	}
+	car := filepath.Join(t.TempDir(), "m.car")
+	if r := ipfrs(t, filepath.Join(t.TempDir(), "d"), "export", "--s3", url, c, "-o", car); r.err != nil {
+		t.Fatalf("export --s3: %v %s", r.err, r.stderr)
+	}
+	// add --s3 pushes the added content as a root of the bucket and
+	// returns once it is there; another repo reads it by CID.
+	extra := filepath.Join(t.TempDir(), "extra.bin")
+	writeFile(t, extra, randomBytes(12, 3<<20))
+	added := strings.TrimSpace(must(t, repoC, "add", "-Q", "--s3", url, extra))
+	if _, err := os.Stat(filepath.Join(srv.DataDir(), "models", "team", "refs", "roots", added)); err != nil {
+		t.Fatalf("add --s3 returned before publishing %s: %v", added, err)
+	}
+	if r := ipfrs(t, filepath.Join(t.TempDir(), "e"), "cat", "--s3", url, added); r.err != nil || r.stdout != string(randomBytes(12, 3<<20)) {
+		t.Fatalf("cat --s3 of added content: %v %s", r.err, r.stderr)
+	}
+
 	// A second writer on main is refused while the lease of A (dead, not
 	// yet expired) holds it.
-	repoC := filepath.Join(t.TempDir(), "c")
 	mntC := newMountpoint(t)
-	must(t, repoC, "add", filepath.Join(filepath.Dir(model), "base.safetensors")) // a repo with content
 	r := ipfrs(t, repoC, "mount", "--daemon", mntC, "--s3", url)
 	if r.err == nil || !strings.Contains(r.stderr, "held by another writer") {
 		t.Fatalf("second writer on main: %v\n%s", r.err, r.stderr)

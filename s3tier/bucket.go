@@ -2,8 +2,6 @@ package s3tier
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strings"
@@ -51,7 +49,7 @@ type VerifyReport struct {
 	Packs      int        `json:"packs"`
 	Blocks     int        `json:"blocks"`
 	Bytes      int64      `json:"bytes"`
-	BadPacks   []string   `json:"bad_packs"`  // packs whose bytes are not those their index's SHA-256 names
+	BadPacks   []string   `json:"bad_packs"`  // packs holding a bad block
 	BadBlocks  []BadBlock `json:"bad_blocks"` // blocks that fail their CID
 	Unreadable []string   `json:"unreadable"` // packs or indexes that could not be read
 	Refs       int        `json:"refs"`       // refs whose DAGs were walked
@@ -86,15 +84,17 @@ func (t *Tier) Verify(ctx context.Context) (VerifyReport, error) {
 			continue
 		}
 		rep.Bytes += int64(len(data))
-		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != pi.SHA256 {
-			rep.BadPacks = append(rep.BadPacks, id)
-		}
+		bad := false
 		for _, e := range pi.Blocks {
 			rep.Blocks++
 			c, _ := cid.Decode(e.CID) // readIndex checked it
 			if err := unixfs.CheckHash(c, data[e.Offset:e.Offset+e.Length]); err != nil {
 				rep.BadBlocks = append(rep.BadBlocks, BadBlock{Pack: id, CID: e.CID, Err: err.Error()})
+				bad = true
 			}
+		}
+		if bad {
+			rep.BadPacks = append(rep.BadPacks, id)
 		}
 	}
 	refs, err := t.Refs(ctx)

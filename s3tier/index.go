@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -20,7 +21,6 @@ type packIndex struct {
 	// Pack is the pack's ID: 32 random bytes in hex, never reused, so that
 	// a pack gc --s3 removes is never one a writer has just uploaded again.
 	Pack   string       `json:"pack"`
-	SHA256 string       `json:"sha256"` // of the pack's bytes
 	Size   int64        `json:"size"`
 	Blocks []indexEntry `json:"blocks"`
 }
@@ -46,14 +46,15 @@ const maxIndexBytes = 16 << 20
 type index struct {
 	t        *Tier
 	mu       sync.Mutex
-	byHash   map[string]loc // by multihash
+	byHash   map[string]loc   // by multihash
+	packs    map[string][]loc // each pack's blocks by offset
 	loaded   map[string]bool
 	lastLoad time.Time
 	loading  sync.Mutex // one listing at a time
 }
 
 func newIndex(t *Tier) *index {
-	return &index{t: t, byHash: map[string]loc{}, loaded: map[string]bool{}}
+	return &index{t: t, byHash: map[string]loc{}, packs: map[string][]loc{}, loaded: map[string]bool{}}
 }
 
 func (x *index) lookup(c cid.Cid) (loc, bool) {
@@ -97,13 +98,35 @@ func (x *index) add(pi packIndex) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.loaded[pi.Pack] = true
+	locs := make([]loc, 0, len(pi.Blocks))
 	for _, e := range pi.Blocks {
 		c, err := cid.Decode(e.CID)
 		if err != nil {
 			continue // readIndex checked them
 		}
-		x.byHash[string(c.Hash())] = loc{pack: pi.Pack, c: c, off: e.Offset, length: e.Length}
+		l := loc{pack: pi.Pack, c: c, off: e.Offset, length: e.Length}
+		x.byHash[string(c.Hash())] = l
+		locs = append(locs, l)
 	}
+	sort.Slice(locs, func(i, j int) bool { return locs[i].off < locs[j].off })
+	x.packs[pi.Pack] = locs
+}
+
+// following returns the blocks that follow l in its pack without a gap,
+// as many as fit in limit bytes together with l.
+func (x *index) following(l loc, limit int64) []loc {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	locs := x.packs[l.pack]
+	i := sort.Search(len(locs), func(i int) bool { return locs[i].off >= l.off })
+	var out []loc
+	end, size := l.off+l.length, l.length
+	for i++; i < len(locs) && locs[i].off == end && size+locs[i].length <= limit; i++ {
+		out = append(out, locs[i])
+		end += locs[i].length
+		size += locs[i].length
+	}
+	return out
 }
 
 // listPacks lists the pack IDs that have an index in the bucket.

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -106,8 +106,10 @@ func (t *Tier) pass(ctx context.Context) error {
 	if err := t.ensureBucket(ctx); err != nil {
 		return err
 	}
-	if err := t.queueChangedRefs(ctx); err != nil {
-		return err
+	if !t.o.RootsOnly {
+		if err := t.queueChangedRefs(ctx); err != nil {
+			return err
+		}
 	}
 	queue, err := t.queued(ctx)
 	if err != nil {
@@ -121,7 +123,8 @@ func (t *Tier) pass(ctx context.Context) error {
 		t.st.queue.Add(-1)
 	}
 	if len(queue) > 0 {
-		return nil // look again before saying it is drained
+		t.kick() // look again at once before saying it is drained
+		return nil
 	}
 	t.setErr(nil)
 	t.dmu.Lock()
@@ -143,6 +146,9 @@ func (t *Tier) queued(ctx context.Context) ([]queuedRef, error) {
 		c, err := cid.Cast(v)
 		if !ok || err != nil {
 			t.o.Logger.Warn("s3: dropping a malformed queue entry", "key", key)
+			return nil
+		}
+		if t.o.RootsOnly && kind != KindRoot {
 			return nil
 		}
 		out = append(out, queuedRef{kind: kind, name: name, c: c})
@@ -240,12 +246,14 @@ func (t *Tier) pushRef(ctx context.Context, q queuedRef) error {
 // pushDAG uploads the blocks below root that the bucket lacks, in packs,
 // and returns the packs the DAG's blocks are in.
 func (t *Tier) pushDAG(ctx context.Context, root cid.Cid) (map[string]bool, error) {
-	p := &packer{t: t}
+	p := newPacker(t)
+	defer p.wait()
 	used := map[string]bool{}
 	seen := map[string]bool{}
 	stack := []cid.Cid{root}
 	for len(stack) > 0 {
 		if err := ctx.Err(); err != nil {
+			p.wait()
 			return nil, err
 		}
 		c := stack[len(stack)-1]
@@ -300,9 +308,14 @@ func (t *Tier) pushDAG(ctx context.Context, root cid.Cid) (map[string]bool, erro
 			}
 		}
 		if err != nil {
+			p.wait()
 			return nil, err
 		}
-		stack = append(stack, links...)
+		// Reversed onto the stack: packs then hold a file's blocks in file
+		// order, which lets readers fetch runs of them in one GET.
+		for i := len(links) - 1; i >= 0; i-- {
+			stack = append(stack, links[i])
+		}
 	}
 	ids, err := p.flush(ctx)
 	if err != nil {
@@ -377,55 +390,113 @@ func (t *Tier) forgetPacks(ctx context.Context, packs []string) error {
 	})
 }
 
-// packer gathers blocks into packs and uploads each when it is full.
+// packer gathers blocks into packs and uploads each when it is full,
+// while it gathers the next (at most uploadsInFlight at once).
 type packer struct {
 	t       *Tier
-	buf     bytes.Buffer
+	buf     []byte
 	entries []indexEntry
 	blocks  []cid.Cid
+
+	uploads sync.WaitGroup
+	slots   chan struct{}
+	mu      sync.Mutex
 	ids     []string
+	err     error
+}
+
+const uploadsInFlight = 2
+
+func newPacker(t *Tier) *packer {
+	return &packer{t: t, slots: make(chan struct{}, uploadsInFlight)}
 }
 
 func (p *packer) add(ctx context.Context, c cid.Cid, b []byte) error {
-	p.entries = append(p.entries, indexEntry{CID: c.String(), Offset: int64(p.buf.Len()), Length: int64(len(b))})
+	if p.buf == nil {
+		p.buf = make([]byte, 0, p.t.o.PackSize+len(b))
+	}
+	p.entries = append(p.entries, indexEntry{CID: c.String(), Offset: int64(len(p.buf)), Length: int64(len(b))})
 	p.blocks = append(p.blocks, c)
-	p.buf.Write(b)
-	if p.buf.Len() >= p.t.o.PackSize {
-		return p.upload(ctx)
+	p.buf = append(p.buf, b...)
+	if len(p.buf) >= p.t.o.PackSize {
+		return p.send(ctx)
 	}
 	return nil
 }
 
+// send hands the pack gathered so far to an uploader goroutine.
+func (p *packer) send(ctx context.Context) error {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := p.failed(); err != nil {
+		<-p.slots
+		return err
+	}
+	data, entries, blocks := p.buf, p.entries, p.blocks
+	p.buf, p.entries, p.blocks = nil, nil, nil
+	p.uploads.Add(1)
+	go func() {
+		defer p.uploads.Done()
+		defer func() { <-p.slots }()
+		id, err := p.upload(ctx, data, entries, blocks)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if err != nil {
+			if p.err == nil {
+				p.err = err
+			}
+			return
+		}
+		p.ids = append(p.ids, id)
+	}()
+	return nil
+}
+
+func (p *packer) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// wait waits for the uploads in flight.
+func (p *packer) wait() { p.uploads.Wait() }
+
 func (p *packer) flush(ctx context.Context) ([]string, error) {
 	if len(p.entries) > 0 {
-		if err := p.upload(ctx); err != nil {
+		if err := p.send(ctx); err != nil {
+			p.wait()
 			return nil, err
 		}
+	}
+	p.wait()
+	if err := p.failed(); err != nil {
+		return nil, err
 	}
 	return p.ids, nil
 }
 
 // upload puts the pack, then its index (so an index always names a pack
 // that exists), then notes its blocks as pushed.
-func (p *packer) upload(ctx context.Context) error {
+func (p *packer) upload(ctx context.Context, data []byte, entries []indexEntry, blocks []cid.Cid) (string, error) {
 	t := p.t
-	data := p.buf.Bytes()
-	sum := sha256.Sum256(data)
 	var rnd [32]byte
 	rand.Read(rnd[:])
 	id := hex.EncodeToString(rnd[:])
 	if err := t.putRetrying(ctx, t.packKey(id), data); err != nil {
-		return err
+		return "", err
 	}
-	idx, err := json.Marshal(packIndex{Pack: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Blocks: p.entries})
+	idx, err := json.Marshal(packIndex{Pack: id, Size: int64(len(data)), Blocks: entries})
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := t.putRetrying(ctx, t.indexKey(id), idx); err != nil {
-		return err
+		return "", err
 	}
 	err = t.local.UpdateMeta(ctx, func(txn store.MetaTxn) error {
-		for _, c := range p.blocks {
+		for _, c := range blocks {
 			if err := txn.Set(keyPushed+string(c.Hash()), []byte(id)); err != nil {
 				return err
 			}
@@ -433,16 +504,13 @@ func (p *packer) upload(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("s3: recording pack %s: %w", id, err)
+		return "", fmt.Errorf("s3: recording pack %s: %w", id, err)
 	}
 	t.st.packs.Add(1)
 	t.st.pushedBytes.Add(int64(len(data)))
-	t.st.pushedBlocks.Add(int64(len(p.blocks)))
-	t.o.Logger.Info("s3: pack uploaded", "pack", id, "blocks", len(p.blocks), "bytes", len(data))
-	p.ids = append(p.ids, id)
-	p.buf.Reset()
-	p.entries, p.blocks = nil, nil
-	return nil
+	t.st.pushedBlocks.Add(int64(len(blocks)))
+	t.o.Logger.Info("s3: pack uploaded", "pack", id, "blocks", len(blocks), "bytes", len(data))
+	return id, nil
 }
 
 // putRetrying puts an object, retrying with a doubling pause (up to 30s)

@@ -150,47 +150,103 @@ func (r *reader) start(ctx context.Context, c cid.Cid, must bool) (*fetch, error
 	}
 	key := string(c.Hash())
 	r.mu.Lock()
+	f, ok := r.inflight[key]
+	r.mu.Unlock()
+	if ok {
+		return f, nil
+	}
+	// The blocks after this one in its pack, not stored here: one GET
+	// brings them all (packs hold files in order).
+	var more []loc
+	for _, m := range r.t.idx.following(l, spanBytes) {
+		if has, err := r.t.local.Has(ctx, m.c); err != nil || has {
+			break
+		}
+		more = append(more, m)
+	}
+	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped.Load() {
 		return nil, fmt.Errorf("block %s: %w", c, context.Canceled)
 	}
-	f, ok := r.inflight[key]
-	if !ok && (must || len(r.inflight) < maxHinted) {
-		f = &fetch{done: make(chan struct{})}
-		r.inflight[key] = f
-		r.running.Add(1)
-		go r.run(c, key, l, f)
+	if f, ok := r.inflight[key]; ok {
+		return f, nil
 	}
-	if f == nil {
-		return &fetch{}, nil
+	if !must && len(r.inflight) >= maxHinted {
+		return &fetch{}, nil // dropped hint: nobody waits on it
 	}
+	f = &fetch{done: make(chan struct{})}
+	span := []member{{l: l, key: key, f: f}}
+	for _, m := range more {
+		k := string(m.c.Hash())
+		if _, busy := r.inflight[k]; busy {
+			break
+		}
+		span = append(span, member{l: m, key: k, f: &fetch{done: make(chan struct{})}})
+	}
+	for _, m := range span {
+		r.inflight[m.key] = m.f
+	}
+	r.running.Add(len(span))
+	go r.run(span)
 	return f, nil
 }
 
-func (r *reader) run(c cid.Cid, key string, l loc, f *fetch) {
+// spanBytes bounds one ranged GET of adjacent blocks.
+const spanBytes = 8 << 20
+
+// member is one block of a span read by one GET.
+type member struct {
+	l   loc
+	key string
+	f   *fetch
+}
+
+// run reads a span of adjacent blocks of a pack in one GET and checks
+// each block against its CID: a bad block fails alone.
+func (r *reader) run(span []member) {
 	t := r.t
-	handed := false
-	defer func() {
-		if !handed {
-			close(f.done)
-			r.finish(key)
+	first, last := span[0].l, span[len(span)-1].l
+	fail := func(err error) {
+		for _, m := range span {
+			m.f.err = fmt.Errorf("block %s in pack %s: %w", m.l.c, m.l.pack, err)
+			close(m.f.done)
+			r.finish(m.key)
 		}
-	}()
+	}
 	select {
 	case r.slots <- struct{}{}:
 	case <-t.ctx.Done():
-		f.err = fmt.Errorf("block %s: %w", c, t.ctx.Err())
+		fail(t.ctx.Err())
 		return
 	}
-	f.data, f.err = t.fetchBlock(t.ctx, c, l)
+	data, err := t.fetchRange(t.ctx, first.pack, first.off, last.off+last.length-first.off)
 	<-r.slots
-	if f.err != nil {
-		t.o.Logger.Warn("s3: reading a block from the bucket", "cid", c.String(), "pack", l.pack, "err", f.err)
+	if err != nil {
+		t.o.Logger.Warn("s3: reading blocks from the bucket", "pack", first.pack, "blocks", len(span), "err", err)
+		fail(err)
 		return
 	}
-	handed = true
-	close(f.done)
-	r.puts <- fetched{c: c, key: key, data: f.data}
+	var good []fetched
+	for _, m := range span {
+		b := data[m.l.off-first.off : m.l.off-first.off+m.l.length : m.l.off-first.off+m.l.length]
+		if err := unixfs.CheckHash(m.l.c, b); err != nil {
+			t.st.badBlocks.Add(1)
+			m.f.err = fmt.Errorf("block %s in pack %s: %w: %w", m.l.c, m.l.pack, ErrCorruptPack, err)
+			t.o.Logger.Error("s3: a block from the bucket does not match its CID", "cid", m.l.c.String(), "pack", m.l.pack)
+			close(m.f.done)
+			r.finish(m.key)
+			continue
+		}
+		t.st.remoteReads.Add(1)
+		t.st.remoteBytes.Add(int64(len(b)))
+		m.f.data = b
+		close(m.f.done)
+		good = append(good, fetched{c: m.l.c, key: m.key, data: b})
+	}
+	for _, g := range good {
+		r.puts <- g
+	}
 }
 
 func (r *reader) finish(key string) {
@@ -230,6 +286,30 @@ func (t *Tier) fetchBlock(ctx context.Context, c cid.Cid, l loc) ([]byte, error)
 		}
 	}
 	return nil, fmt.Errorf("block %s in pack %s: %w", c, l.pack, lastErr)
+}
+
+// fetchRange reads bytes of a pack, retrying network errors.
+func (t *Tier) fetchRange(ctx context.Context, pack string, off, length int64) ([]byte, error) {
+	var err error
+	pause := t.o.Backoff
+	for attempt := 0; attempt < 4; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			pause *= 2
+		}
+		var b []byte
+		if b, err = t.getRange(ctx, t.packKey(pack), off, length); err == nil {
+			return b, nil
+		}
+		if ctx.Err() != nil || errors.Is(err, errNoObject) {
+			break
+		}
+	}
+	return nil, err
 }
 
 // getRange reads length bytes at off of an object.
@@ -278,11 +358,11 @@ func (r *reader) writer(ctx context.Context) {
 		if err := r.cache(wctx, group); err != nil {
 			r.t.o.Logger.Warn("s3: caching fetched blocks", "blocks", len(group), "err", err)
 		}
-		for _, q := range group {
-			r.finish(q.key)
-		}
 		if err := r.evict(wctx); err != nil {
 			r.t.o.Logger.Warn("s3: evicting cached blocks", "err", err)
+		}
+		for _, q := range group {
+			r.finish(q.key)
 		}
 	}
 }

@@ -323,3 +323,37 @@ func TestQueueSurvivesOutageAndRestart(t *testing.T) {
 		t.Fatalf("verify after the outage: %+v, %v", rep, err)
 	}
 }
+
+// The local cache stays within its budget: the oldest fetched blocks go,
+// and reading them again fetches them again from the bucket.
+func TestCacheBudget(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.Env(t)
+	a, b := openStore(t), openStore(t)
+	data := randomData(8, 6<<20)
+	_, file := commitFile(t, a, "m", data)
+	ta := openTier(t, a, Options{Location: location(t, srv, "cache"), Push: true})
+	drain(t, ta)
+	const budget = 2 << 20
+	tb := openTier(t, b, Options{Location: location(t, srv, "cache"), Follow: []string{"main"}, CacheBytes: budget})
+	for round := range 2 {
+		got, err := readAll(t, tb, file)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		tb.reads.running.Wait()
+		st := tb.Stats()
+		if st.CachedBytes > budget || st.Evicted == 0 {
+			t.Fatalf("round %d: %+v; want at most %d bytes cached and evictions", round, st, budget)
+		}
+	}
+	if st := tb.Stats(); st.RemoteBytes < 2*int64(len(data))-budget {
+		t.Fatalf("second read did not go back to the bucket for evicted blocks: %+v", st)
+	}
+	// The budget is kept across a reopen (the cache list is in the repo).
+	tb.Close()
+	tb2 := openTier(t, b, Options{Location: location(t, srv, "cache"), CacheBytes: budget})
+	if got := tb2.Stats().CachedBytes; got == 0 || got > budget {
+		t.Fatalf("cached bytes after reopen: %d", got)
+	}
+}

@@ -96,6 +96,9 @@ type Options struct {
 	// Push makes the tier a writer: it uploads what the local refs reach
 	// and publishes them. Without it the tier only reads.
 	Push bool
+	// RootsOnly limits a writer to the roots queued with Enqueue (add
+	// --s3): it neither pushes branches nor takes their leases.
+	RootsOnly bool
 	// Follow names bucket branches whose newest commit becomes the local
 	// branch of the same name (refreshed every FollowInterval); the tier
 	// never pushes them.
@@ -160,12 +163,13 @@ type Tier struct {
 	idx   *index
 	reads *reader
 
-	wake    chan struct{} // tells the uploader to look again
-	drained chan struct{} // closed and replaced each time the queue empties
-	dmu     sync.Mutex
-	lastErr atomic.Pointer[string]
-	leases  *leaseSet
-	ready   atomic.Bool // the bucket exists
+	wake      chan struct{} // tells the uploader to look again
+	drained   chan struct{} // closed and replaced each time the queue empties
+	dmu       sync.Mutex
+	lastErr   atomic.Pointer[string]
+	leases    *leaseSet
+	ready     atomic.Bool // the bucket exists
+	closeOnce sync.Once
 
 	st counters
 }
@@ -253,7 +257,9 @@ func Open(ctx context.Context, local *store.Badger, o Options) (*Tier, error) {
 			t.Close()
 			return nil, err
 		}
-		if err := t.checkLeases(ctx); errors.Is(err, ErrLeased) {
+		if o.RootsOnly {
+			// no branch to hold
+		} else if err := t.checkLeases(ctx); errors.Is(err, ErrLeased) {
 			t.Close()
 			return nil, err
 		} else if err != nil {
@@ -303,8 +309,10 @@ func (t *Tier) start(fn func(ctx context.Context)) {
 
 // Close stops the background work and waits for it. What is still queued
 // stays queued in the repo for the next Open. It does not close the local
-// store.
-func (t *Tier) Close() {
+// store. A second Close does nothing.
+func (t *Tier) Close() { t.closeOnce.Do(t.close) }
+
+func (t *Tier) close() {
 	t.cancel()
 	if t.reads != nil {
 		t.reads.stop()

@@ -19,11 +19,12 @@ import (
 
 // s3Flags are the flags of the commands that use the shared S3 tier.
 type s3Flags struct {
-	url      string
-	cache    string
-	packSize string
-	follow   []string
-	push     bool // set by mount: the tier uploads what the local refs reach
+	url       string
+	cache     string
+	packSize  string
+	follow    []string
+	push      bool // set by mount: the tier uploads what the local refs reach
+	rootsOnly bool // add: push the queued roots, no branch
 }
 
 func (f *s3Flags) add(fs *pflag.FlagSet) {
@@ -49,7 +50,7 @@ func (f *s3Flags) open(ctx context.Context, s *store.Badger, log *slog.Logger) (
 	if len(f.follow) > 0 && !f.enabled() {
 		return nil, errors.New("--follow needs --s3")
 	}
-	o := s3tier.Options{Location: loc, Push: f.push, Follow: f.follow, Logger: log}
+	o := s3tier.Options{Location: loc, Push: f.push, RootsOnly: f.rootsOnly, Follow: f.follow, Logger: log}
 	if f.cache != "" {
 		n, err := humanize.ParseBytes(f.cache)
 		if err != nil {
@@ -79,7 +80,7 @@ func (a *app) pushRoots(ctx context.Context, f *s3Flags, s *store.Badger, roots 
 		tier = d.s3
 	} else {
 		g := *f
-		g.push = true
+		g.push, g.rootsOnly = true, true
 		t, err := g.open(ctx, s, a.log)
 		if err != nil {
 			return err
