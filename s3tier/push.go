@@ -56,11 +56,20 @@ func (t *Tier) Drain(ctx context.Context) error {
 	t.kick()
 	// The pass that closes ch may have started before this call: wait for
 	// the one after it too.
-	for range 2 {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < 2; {
 		select {
 		case <-ch:
+			i++
+		case <-tick.C:
+			if e := t.fatal.Load(); e != nil {
+				return fmt.Errorf("s3: drain: %w (%d refs queued; they stay queued)", *e, t.Stats().Queue)
+			}
+			continue
 		case <-ctx.Done():
-			return fmt.Errorf("s3: drain: %w (%d refs queued; last error: %s)", ctx.Err(), t.st.queue.Load(), t.Stats().LastError)
+			st := t.Stats()
+			return fmt.Errorf("s3: drain: %w (%d refs queued; last error: %s)", ctx.Err(), st.Queue, st.LastError)
 		}
 		t.dmu.Lock()
 		ch = t.drained
@@ -156,6 +165,56 @@ func (t *Tier) queued(ctx context.Context) ([]queuedRef, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3: reading the queue: %w", err)
+	}
+	return out, nil
+}
+
+// pending counts what is queued plus the refs changed and not queued yet.
+func (t *Tier) pending(ctx context.Context) (int, error) {
+	n := 0
+	queued := map[string]bool{}
+	err := t.local.ScanMeta(ctx, keyQueue, func(key string, _ []byte) error {
+		kind, _, _ := strings.Cut(key[len(keyQueue):], "/")
+		if !t.o.RootsOnly || kind == KindRoot {
+			queued[key[len(keyQueue):]] = true
+			n++
+		}
+		return nil
+	})
+	if err != nil || t.o.RootsOnly {
+		return n, err
+	}
+	changed, err := t.changedRefs(ctx)
+	for _, r := range changed {
+		if !queued[r.kind+"/"+r.name] {
+			n++
+		}
+	}
+	return n, err
+}
+
+// changedRefs returns the local branches and tags whose commit is not the
+// one last published (followed branches excepted).
+func (t *Tier) changedRefs(ctx context.Context) ([]queuedRef, error) {
+	branches, err := t.hist.Branches(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("s3: %w", err)
+	}
+	tags, err := t.hist.Tags(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("s3: %w", err)
+	}
+	var out []queuedRef
+	for kind, refs := range map[string]map[string]cid.Cid{KindBranch: branches, KindTag: tags} {
+		for name, c := range refs {
+			if kind == KindBranch && t.follow[name] {
+				continue
+			}
+			pub, _ := t.local.GetMeta(ctx, keyPublished+kind+"/"+name)
+			if !bytes.Equal(pub, c.Bytes()) {
+				out = append(out, queuedRef{kind: kind, name: name, c: c})
+			}
+		}
 	}
 	return out, nil
 }

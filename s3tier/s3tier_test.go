@@ -107,12 +107,14 @@ func TestParseURL(t *testing.T) {
 		want    Location
 		wantErr string
 	}{
-		{in: "s3://b/p/q?endpoint=http://127.0.0.1:9000", want: Location{Endpoint: "127.0.0.1:9000", Bucket: "b", Prefix: "p/q/", Region: "us-east-1"}},
-		{in: "s3://b?endpoint=https://s3.example:443&region=eu-west-1", want: Location{Endpoint: "s3.example:443", Secure: true, Bucket: "b", Region: "eu-west-1"}},
-		{in: "s3://b/", want: Location{Endpoint: "s3.amazonaws.com", Secure: true, Bucket: "b", Region: "us-east-1"}},
-		{in: "http://b/p", wantErr: "want s3://"},
+		{in: "s3://bkt/p/q?endpoint=http://127.0.0.1:9000", want: Location{Endpoint: "127.0.0.1:9000", Bucket: "bkt", Prefix: "p/q/", Region: "us-east-1"}},
+		{in: "s3://bkt?endpoint=https://s3.example:443&region=eu-west-1", want: Location{Endpoint: "s3.example:443", Secure: true, Bucket: "bkt", Region: "eu-west-1"}},
+		{in: "s3://bkt/", want: Location{Endpoint: "s3.amazonaws.com", Secure: true, Bucket: "bkt", Region: "us-east-1"}},
+		{in: "http://bkt/p", wantErr: "want s3://"},
 		{in: "s3:///p", wantErr: "want s3://"},
-		{in: "s3://b?endpoint=ftp://x", wantErr: "endpoint"},
+		{in: "s3://bkt?endpoint=ftp://x", wantErr: "endpoint"},
+		{in: "s3://b/p", wantErr: "Bucket name cannot be shorter than 3 characters"},
+		{in: "s3://Models/p", wantErr: "Bucket name contains invalid characters"},
 	}
 	t.Setenv("AWS_REGION", "")
 	for _, tc := range cases {
@@ -355,5 +357,22 @@ func TestCacheBudget(t *testing.T) {
 	tb2 := openTier(t, b, Options{Location: location(t, srv, "cache"), CacheBytes: budget})
 	if got := tb2.Stats().CachedBytes; got == 0 || got > budget {
 		t.Fatalf("cached bytes after reopen: %d", got)
+	}
+}
+
+// Wrong credentials: Drain says why instead of waiting forever, and what
+// was queued stays queued.
+func TestDrainStopsOnPermanentError(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.Env(t)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+	a := openStore(t)
+	commitFile(t, a, "x", randomData(10, 1000))
+	ta := openTier(t, a, Options{Location: location(t, srv, "creds"), Push: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := ta.Drain(ctx)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "Access Denied") || !strings.Contains(err.Error(), "1 refs queued") {
+		t.Fatalf("drain with a wrong secret: %v", err)
 	}
 }

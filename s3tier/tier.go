@@ -23,6 +23,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/versions"
@@ -46,6 +47,9 @@ func ParseURL(s string) (Location, error) {
 	}
 	if u.Scheme != "s3" || u.Host == "" {
 		return Location{}, fmt.Errorf("s3 URL %q: want s3://BUCKET[/PREFIX][?endpoint=http://HOST:PORT]", s)
+	}
+	if err := s3utils.CheckValidBucketNameStrict(u.Host); err != nil {
+		return Location{}, fmt.Errorf("s3 URL %q: %w", s, err)
 	}
 	loc := Location{Bucket: u.Host, Endpoint: "s3.amazonaws.com", Secure: true, Region: u.Query().Get("region")}
 	if p := strings.Trim(u.Path, "/"); p != "" {
@@ -167,6 +171,7 @@ type Tier struct {
 	drained   chan struct{} // closed and replaced each time the queue empties
 	dmu       sync.Mutex
 	lastErr   atomic.Pointer[string]
+	fatal     atomic.Pointer[error] // the last error if retrying cannot help
 	leases    *leaseSet
 	ready     atomic.Bool // the bucket exists
 	closeOnce sync.Once
@@ -208,6 +213,13 @@ func (t *Tier) Stats() Stats {
 		CacheHits: t.st.cacheHits.Load(), BadBlocks: t.st.badBlocks.Load(), Evicted: t.st.evicted.Load()}
 	if t.reads != nil {
 		s.CachedBytes = t.reads.cachedBytes()
+	}
+	if t.o.Push && t.local != nil {
+		// The uploader notices changed refs within PollInterval: count
+		// them now, so that a commit shows as queued at once.
+		if n, err := t.pending(context.Background()); err == nil {
+			s.Queue = int64(n)
+		}
 	}
 	if e := t.lastErr.Load(); e != nil {
 		s.LastError = *e
@@ -365,8 +377,28 @@ func (t *Tier) leaseKey(branch string) string { return t.loc.Prefix + "leases/" 
 func (t *Tier) setErr(err error) {
 	if err == nil {
 		t.lastErr.Store(nil)
+		t.fatal.Store(nil)
 		return
 	}
 	s := err.Error()
 	t.lastErr.Store(&s)
+	if permanent(err) {
+		t.fatal.Store(&err)
+	}
+}
+
+// permanent reports whether retrying err cannot help until someone changes
+// something (credentials, the bucket, a lease): Drain stops waiting on it,
+// the uploader keeps retrying.
+func permanent(err error) bool {
+	if errors.Is(err, ErrLeased) {
+		return true
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch minio.ToErrorResponse(e).Code {
+		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidBucketName", "AllAccessDisabled":
+			return true
+		}
+	}
+	return false
 }

@@ -223,7 +223,9 @@ func printStatus(a *app, out statusOut) {
 	if p := out.Prefetch; p != nil {
 		fmt.Fprintf(w, "prefetch:     %.1f%% of %s fetched ahead was read\n", 100*p.Useful, humanize.IBytes(uint64(p.FetchedBytes)))
 	}
-	if s := out.S3; s != nil {
+	if s := out.S3; s != nil && s.Bucket == "" {
+		fmt.Fprintf(w, "s3 tier:      %d refs queued for upload (pushed by the next mount --s3)\n", s.Queue)
+	} else if s != nil {
 		fmt.Fprintf(w, "s3 tier:      %s: %d queued, %s pushed in %d packs; %d blocks read (%s), %d cache hits\n", s.Bucket, s.Queue,
 			humanize.IBytes(uint64(s.PushedBytes)), s.Packs, s.RemoteReads, humanize.IBytes(uint64(s.RemoteBytes)), s.CacheHits)
 		if s.LastError != "" {
