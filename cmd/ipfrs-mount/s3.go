@@ -22,6 +22,7 @@ type s3Flags struct {
 	url       string
 	cache     string
 	packSize  string
+	every     time.Duration
 	follow    []string
 	push      bool // set by mount: the tier uploads what the local refs reach
 	rootsOnly bool // add: push the queued roots, no branch
@@ -35,6 +36,7 @@ func (f *s3Flags) add(fs *pflag.FlagSet) {
 func (f *s3Flags) addMount(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cache, "s3-cache", "4GiB", "with --s3: bytes of blocks read from the bucket kept in the repo (oldest go first; they stay in the bucket)")
 	fs.StringVar(&f.packSize, "s3-pack-size", "32MiB", "with --s3: size of the packs blocks are uploaded in (larger: fewer requests; above 16MiB they go multipart)")
+	fs.DurationVar(&f.every, "follow-interval", 2*time.Second, "with --follow: how often to look at the bucket's branch")
 	fs.StringSliceVar(&f.follow, "follow", nil, "with --s3: keep local BRANCH at the bucket's newest commit of it (.versions/branches/BRANCH), never pushing it")
 	f.push = true
 }
@@ -50,7 +52,7 @@ func (f *s3Flags) open(ctx context.Context, s *store.Badger, log *slog.Logger) (
 	if len(f.follow) > 0 && !f.enabled() {
 		return nil, errors.New("--follow needs --s3")
 	}
-	o := s3tier.Options{Location: loc, Push: f.push, RootsOnly: f.rootsOnly, Follow: f.follow, Logger: log}
+	o := s3tier.Options{Location: loc, Push: f.push, RootsOnly: f.rootsOnly, Follow: f.follow, FollowInterval: f.every, Logger: log}
 	if f.cache != "" {
 		n, err := humanize.ParseBytes(f.cache)
 		if err != nil {
