@@ -106,6 +106,14 @@ func TestS3TwoMountsFollow(t *testing.T) {
 	if st := s3StatusOf(t, repoA); st.S3.Packs == 0 || st.S3.PushedBytes < fileSize(t, model) {
 		t.Fatalf("A's status after the push: %+v", *st.S3)
 	}
+	// A second writer on main is refused while A holds it.
+	repoW, mntW := filepath.Join(t.TempDir(), "w"), newMountpoint(t)
+	if r := ipfrs(t, repoW, "mount", "--daemon", mntW, "--s3", url); r.err == nil {
+		t.Cleanup(func() { stopDaemon(t, repoW, mntW, daemonPID(t, repoW)) })
+		t.Fatalf("a second writer on main mounted:\n%s", r.stderr)
+	} else if !strings.Contains(r.stderr, "held by another writer") || !strings.Contains(r.stderr, "--follow main") {
+		t.Fatalf("second writer on main: %v\n%s", r.err, r.stderr)
+	}
 	syscall.Kill(pidA, syscall.SIGKILL) // the daemon this test started
 	waitExit(t, pidA)
 
@@ -142,14 +150,6 @@ func TestS3TwoMountsFollow(t *testing.T) {
 	}
 	if r := ipfrs(t, filepath.Join(t.TempDir(), "e"), "cat", "--s3", url, added); r.err != nil || r.stdout != string(randomBytes(12, 3<<20)) {
 		t.Fatalf("cat --s3 of added content: %v %s", r.err, r.stderr)
-	}
-
-	// A second writer on main is refused while the lease of A (dead, not
-	// yet expired) holds it.
-	mntC := newMountpoint(t)
-	r := ipfrs(t, repoC, "mount", "--daemon", mntC, "--s3", url)
-	if r.err == nil || !strings.Contains(r.stderr, "held by another writer") {
-		t.Fatalf("second writer on main: %v\n%s", r.err, r.stderr)
 	}
 }
 

@@ -115,7 +115,10 @@ type Options struct {
 	CacheBytes     int64         // budget of fetched blocks kept locally (default 4 GiB; <0: unbounded)
 	LeaseTTL       time.Duration // writer lease on a branch (default 60s)
 	Backoff        time.Duration // first retry pause of uploads (default 250ms, doubling to 30s)
-	Logger         *slog.Logger
+	// History is the repo's history, whose lock the follower's ref
+	// updates share (nil: one over the local store).
+	History *versions.History
+	Logger  *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -239,7 +242,11 @@ func Open(ctx context.Context, local *store.Badger, o Options) (*Tier, error) {
 		}
 	}
 	bg, cancel := context.WithCancel(context.Background())
-	t := &Tier{o: o, local: local, hist: versions.New(local), cl: cl, loc: o.Location,
+	hist := o.History
+	if hist == nil {
+		hist = versions.New(local)
+	}
+	t := &Tier{o: o, local: local, hist: hist, cl: cl, loc: o.Location,
 		ctx: bg, cancel: cancel, wake: make(chan struct{}, 1), drained: make(chan struct{}),
 		follow: map[string]bool{}}
 	for _, b := range o.Follow {
@@ -334,6 +341,10 @@ func (t *Tier) close() {
 		t.leases.releaseAll()
 	}
 }
+
+// Kick makes the uploader look at the refs now rather than at its next
+// poll (call it after a commit).
+func (t *Tier) Kick() { t.kick() }
 
 // Location is where the tier keeps its objects.
 func (t *Tier) Location() Location { return t.loc }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ipfrs/ipfrs-mount/s3tier"
 	"github.com/ipfrs/ipfrs-mount/store"
+	"github.com/ipfrs/ipfrs-mount/versions"
 )
 
 // s3Flags are the flags of the commands that use the shared S3 tier.
@@ -24,8 +25,9 @@ type s3Flags struct {
 	packSize  string
 	every     time.Duration
 	follow    []string
-	push      bool // set by mount: the tier uploads what the local refs reach
-	rootsOnly bool // add: push the queued roots, no branch
+	push      bool              // set by mount: the tier uploads what the local refs reach
+	rootsOnly bool              // add: push the queued roots, no branch
+	history   *versions.History // the repo's, when mount has it
 }
 
 func (f *s3Flags) add(fs *pflag.FlagSet) {
@@ -52,7 +54,7 @@ func (f *s3Flags) open(ctx context.Context, s *store.Badger, log *slog.Logger) (
 	if len(f.follow) > 0 && !f.enabled() {
 		return nil, errors.New("--follow needs --s3")
 	}
-	o := s3tier.Options{Location: loc, Push: f.push, RootsOnly: f.rootsOnly, Follow: f.follow, FollowInterval: f.every, Logger: log}
+	o := s3tier.Options{Location: loc, Push: f.push, RootsOnly: f.rootsOnly, Follow: f.follow, FollowInterval: f.every, History: f.history, Logger: log}
 	if f.cache != "" {
 		n, err := humanize.ParseBytes(f.cache)
 		if err != nil {
