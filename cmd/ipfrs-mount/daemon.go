@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ipfrs/ipfrs-mount/fusefs"
+	"github.com/ipfrs/ipfrs-mount/hottier"
 	"github.com/ipfrs/ipfrs-mount/metrics"
 	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/store"
@@ -54,7 +54,7 @@ type daemonState struct {
 	stop             context.CancelFunc
 	store            *store.Badger
 	gcs              *gcRecord
-	hot              *fusefs.Hot          // nil without a hot tier
+	hot              *hottier.Hot         // nil without a hot tier
 	prefetch         *prefetch.Prefetcher // nil without read-ahead
 	gateways         *gatewaySet          // trustless gateways started by mount --gateway or serve
 }

@@ -15,8 +15,8 @@ import (
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/gc"
+	"github.com/ipfrs/ipfrs-mount/hottier"
 	"github.com/ipfrs/ipfrs-mount/metrics"
-	"github.com/ipfrs/ipfrs-mount/mmapio"
 	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
@@ -188,12 +188,12 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	d.started = d.metrics.Started()
 	r.store.HashReads(f.hashReads)
 	if hotBytes, _ := humanize.ParseBytes(f.hotCache); hotBytes > 0 {
-		tier, err := mmapio.Open(filepath.Join(r.path, "hot"), int64(hotBytes), a.log)
+		tier, err := hottier.Open(filepath.Join(r.path, "hot"), int64(hotBytes), a.log)
 		if err != nil {
 			tree.Close(context.Background())
 			return err
 		}
-		d.hot = fusefs.NewHot(tier, tree, r.store, f.passthrough, a.log)
+		d.hot = hottier.NewHot(tier, tree, r.store, f.passthrough, a.log)
 		defer d.hot.Close()
 	}
 	d.prefetch = pf
