@@ -31,16 +31,30 @@ type testMount struct {
 	s      *store.Badger
 	tree   *worktree.Tree
 	server *fuse.Server
+	opts   worktree.Options
+}
+
+type mountOpt func(*worktree.Options)
+
+func withMetaFault(f func() error) mountOpt {
+	return func(o *worktree.Options) { o.MetaFault = f }
+}
+
+func withPublishInterval(d time.Duration) mountOpt {
+	return func(o *worktree.Options) { o.PublishInterval = d }
 }
 
 // mountTree mounts a fresh repo in a temporary directory; it skips the
 // test where this machine cannot mount FUSE file systems.
-func mountTree(t *testing.T) *testMount {
+func mountTree(t *testing.T, opts ...mountOpt) *testMount {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skip("no /dev/fuse")
 	}
 	m := &testMount{t: t, repo: t.TempDir(), dir: t.TempDir()}
+	for _, o := range opts {
+		o(&m.opts)
+	}
 	m.mount()
 	t.Cleanup(func() {
 		if m.server != nil {
@@ -56,7 +70,9 @@ func (m *testMount) mount() {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	tree, err := worktree.Open(context.Background(), s, worktree.Options{Layout: unixfs.DefaultLayout(), StagingDir: filepath.Join(m.repo, "staging")})
+	o := m.opts
+	o.Layout, o.StagingDir = unixfs.DefaultLayout(), filepath.Join(m.repo, "staging")
+	tree, err := worktree.Open(context.Background(), s, o)
 	if err != nil {
 		s.Close()
 		m.t.Fatal(err)
