@@ -261,3 +261,87 @@ func TestMetadataWriteFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentChanges runs creates, renames, unlinks, xattrs, replaces,
+// DAG builds and readers side by side (for the race detector and the lock
+// order), then checks the tree equals what a remount shows.
+func TestConcurrentChanges(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	src := e.create(RootIno, "src", syscall.S_IFDIR|0o755)
+	for i := range 20 {
+		f := e.create(src, fmt.Sprintf("f%d", i), syscall.S_IFREG|0o644)
+		e.write(f, 0, []byte(fmt.Sprint(i)))
+	}
+	c, err := e.tree.CID(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 4 {
+		d := e.create(RootIno, fmt.Sprintf("w%d", w), syscall.S_IFDIR|0o755)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				name := fmt.Sprintf("f%d", i)
+				a, err := e.tree.Create(ctx, d, name, NewNode{Mode: syscall.S_IFREG | 0o644})
+				if err == nil {
+					_, err = e.tree.WriteAt(ctx, a.Ino, []byte(name), 0)
+				}
+				if err == nil {
+					err = e.tree.Setxattr(ctx, a.Ino, "user.i", []byte(name), 0)
+				}
+				if err == nil && i%2 == 0 {
+					err = e.tree.Rename(ctx, d, name, d, name+"r", 0)
+				}
+				if err == nil && i%3 == 0 {
+					err = e.tree.Remove(ctx, d, name, false)
+					if errors.Is(err, ErrNotExist) { // renamed above
+						err = e.tree.Remove(ctx, d, name+"r", false)
+					}
+				}
+				if err != nil {
+					errs <- fmt.Errorf("writer %d step %d: %w", w, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range 10 {
+			if _, err := e.tree.Replace(ctx, fmt.Sprintf("copy%d", i%3), c); err != nil {
+				errs <- fmt.Errorf("replace: %w", err)
+				return
+			}
+			if _, err := e.tree.Root(ctx); err != nil {
+				errs <- fmt.Errorf("root: %w", err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 200 {
+			if _, err := e.tree.Readdir(RootIno); err != nil {
+				errs <- err
+				return
+			}
+			e.tree.Lookup(RootIno, "copy0")
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	before := e.dump()
+	e.close()
+	e.open()
+	if after := e.dump(); after != before {
+		t.Fatalf("the tree differs from a remount:\n--- before\n%s--- after remount\n%s", before, after)
+	}
+}

@@ -43,28 +43,26 @@ func (t *Tree) Replace(ctx context.Context, p string, c cid.Cid) ([]string, erro
 	// Finish even if the caller goes away, so that memory and the repo
 	// stay the same.
 	ctx = context.WithoutCancel(ctx)
-	// wmu held: no other change of the namespace can happen meanwhile;
-	// readers go on, with mu.
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
-	t.mu.Lock()
-	parentIno, name := uint64(RootIno), ""
+	parentPath, name := "", ""
 	if p != "" {
 		dir, nm := path.Split(p)
-		parent, err := t.walkLocked(strings.Trim(dir, "/"))
-		if err == nil {
-			err = checkName(nm)
-		}
-		if err != nil {
-			t.mu.Unlock()
+		if err := checkName(nm); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
-		parentIno, name = parent.rec.Ino, nm
+		parentPath, name = strings.Trim(dir, "/"), nm
 	}
-	b := &subtree{next: t.nextIno, now: time.Now().UnixNano()}
+	t.mu.Lock()
+	parent, err := t.walkLocked(parentPath)
 	t.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	parentIno := parent.rec.Ino
 
-	// The new inodes, detached: DAG reads without the namespace lock.
+	// The new inodes, detached, and their records and names written: DAG
+	// reads and writes that no lock of the namespace waits for, since
+	// nothing names them yet.
+	b := &subtree{now: time.Now().UnixNano()}
 	var tops []named
 	if p == "" {
 		info, err := unixfs.Stat(ctx, t.s, c)
@@ -104,10 +102,38 @@ func (t *Tree) Replace(ctx context.Context, p string, c cid.Cid) ([]string, erro
 		return nil, err
 	}
 
-	// The commit point: the top names, in one transaction with the removal
-	// of the names they replace.
+	rm, changed, err := t.replaceNames(ctx, p, parentPath, parentIno, name, b, tops)
+	if err != nil {
+		return nil, err
+	}
+	// What was replaced names nothing now; a failure here leaves records
+	// the next mount drops.
+	if err := t.inBatches(ctx, len(rm.dels), func(tx store.MetaTxn, i int) error { return tx.Delete(rm.dels[i]) }); err != nil {
+		t.log.Warn("deleting the records of replaced files (the next mount drops them)", "err", err)
+	}
 	t.mu.Lock()
-	parent := t.inodes[parentIno]
+	hook := t.onReplace
+	t.mu.Unlock()
+	if hook != nil {
+		go hook(changed) // not under a lock: the hook calls into the kernel
+	}
+	return changed, nil
+}
+
+// replaceNames is the commit point of Replace: in one transaction, the top
+// names of the new subtree replace what was there; then memory follows.
+func (t *Tree) replaceNames(ctx context.Context, p, parentPath string, parentIno uint64, name string, b *subtree, tops []named) (*removal, []string, error) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.mu.Lock()
+	parent, err := t.walkLocked(parentPath)
+	if err == nil && parent.rec.Ino != parentIno {
+		err = ErrNotExist // the directory was replaced meanwhile
+	}
+	if err != nil {
+		t.mu.Unlock()
+		return nil, nil, fmt.Errorf("%s: %w", p, err)
+	}
 	var old []string
 	if p == "" {
 		for n := range parent.children {
@@ -141,8 +167,9 @@ func (t *Tree) Replace(ctx context.Context, p string, c cid.Cid) ([]string, erro
 			rm.dels = append(rm.dels, inodeKey(ino))
 		}
 	}
+	next := t.nextIno
 	t.mu.Unlock()
-	err := t.write(ctx, &ch, func(tx store.MetaTxn) error {
+	err = t.write(ctx, &ch, func(tx store.MetaTxn) error {
 		for _, n := range old {
 			if err := tx.Delete(dentryKey(parentIno, n)); err != nil {
 				return err
@@ -153,15 +180,14 @@ func (t *Tree) Replace(ctx context.Context, p string, c cid.Cid) ([]string, erro
 				return err
 			}
 		}
-		return tx.Set(nextInoKey, []byte(strconv.FormatUint(b.next, 10)))
+		return tx.Set(nextInoKey, []byte(strconv.FormatUint(next, 10)))
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	t.mu.Lock()
 	ch.apply() // the inodes another hard link keeps have their new counts
-	t.nextIno = b.next
 	for ino := range rm.links {
 		if _, kept := ch.recs[ino]; !kept {
 			t.inodes[ino].rec.Nlink = 0
@@ -188,18 +214,8 @@ func (t *Tree) Replace(ctx context.Context, p string, c cid.Cid) ([]string, erro
 	if p == "" {
 		changed = append(changed, old...)
 	}
-	hook := t.onReplace
 	t.mu.Unlock()
-
-	// What was replaced names nothing now; a failure here leaves records
-	// the next mount drops.
-	if err := t.inBatches(ctx, len(rm.dels), func(tx store.MetaTxn, i int) error { return tx.Delete(rm.dels[i]) }); err != nil {
-		t.log.Warn("deleting the records of replaced files (the next mount drops them)", "err", err)
-	}
-	if hook != nil {
-		go hook(changed) // not under a lock: the hook calls into the kernel
-	}
-	return changed, nil
+	return &rm, changed, nil
 }
 
 // OnReplace sets a function told which names of the root directory a
@@ -254,7 +270,6 @@ func (t *Tree) inBatches(ctx context.Context, n int, fn func(store.MetaTxn, int)
 
 // subtree is a DAG turned into inodes not yet in the tree.
 type subtree struct {
-	next   uint64 // next inode number
 	now    int64
 	inodes []*inode
 	names  []dentry // below the tops
@@ -316,8 +331,10 @@ func (t *Tree) materialize(ctx context.Context, b *subtree, parent uint64, c cid
 	if err != nil {
 		return nil, err
 	}
-	in := &inode{rec: record{Ino: b.next, Nlink: 1, Atime: b.now, Mtime: b.now, Ctime: b.now}}
-	b.next++
+	t.mu.Lock()
+	ino := t.allocLocked()
+	t.mu.Unlock()
+	in := &inode{rec: record{Ino: ino, Nlink: 1, Atime: b.now, Mtime: b.now, Ctime: b.now}}
 	switch info.Kind {
 	case unixfs.KindFile:
 		in.rec.Mode = syscall.S_IFREG | 0o644

@@ -385,6 +385,15 @@ func (c *change) apply() {
 	}
 }
 
+// allocLocked hands out an inode number. A number handed out to a change
+// that then fails is not used again in this run; after a restart, numbers
+// start above the highest inode named (see load).
+func (t *Tree) allocLocked() uint64 {
+	ino := t.nextIno
+	t.nextIno++
+	return ino
+}
+
 func (t *Tree) get(ino uint64) (*inode, error) {
 	in, ok := t.inodes[ino]
 	if !ok {
@@ -508,7 +517,8 @@ func (t *Tree) Create(ctx context.Context, parent uint64, name string, n NewNode
 	}
 	var c change
 	pr := c.rec(p)
-	ino := t.nextIno
+	ino := t.allocLocked()
+	next := t.nextIno
 	t.mu.Unlock()
 
 	now := time.Now().UnixNano()
@@ -529,7 +539,7 @@ func (t *Tree) Create(ctx context.Context, parent uint64, name string, n NewNode
 		if err := tx.Set(dentryKey(parent, name), []byte(strconv.FormatUint(ino, 16))); err != nil {
 			return err
 		}
-		return tx.Set(nextInoKey, []byte(strconv.FormatUint(ino+1, 10)))
+		return tx.Set(nextInoKey, []byte(strconv.FormatUint(next, 10)))
 	})
 	if err != nil {
 		return Attr{}, err
@@ -538,7 +548,6 @@ func (t *Tree) Create(ctx context.Context, parent uint64, name string, n NewNode
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c.apply()
-	t.nextIno = ino + 1
 	in := &inode{rec: r}
 	switch {
 	case r.isDir():
