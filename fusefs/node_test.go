@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -277,6 +278,21 @@ func TestTensorsOfALargeModel(t *testing.T) {
 		if ents[i-1].Name() >= ents[i].Name() {
 			t.Fatalf("entries out of order: %q then %q", ents[i-1].Name(), ents[i].Name())
 		}
+	}
+	// rewinddir in the middle of a listing starts it again.
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if part, err := d.ReadDir(1000); err != nil || len(part) != 1000 {
+		t.Fatalf("first 1000 entries: %d %v", len(part), err)
+	}
+	if _, err := d.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := d.ReadDir(-1); err != nil || len(all) != 2*n+1 {
+		t.Fatalf("after rewinddir: %d entries, %v", len(all), err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "layer.12345.w.npy"))
 	if err != nil || !bytes.HasSuffix(b, []byte{0, 0, 0x80, 0x3f}) {

@@ -308,8 +308,18 @@ func (s *indexStream) Close()        {}
 func (s *indexStream) Next() (fuse.DirEntry, syscall.Errno) {
 	n := s.x.names[s.k]
 	s.k++
-	return fuse.DirEntry{Name: n, Mode: syscall.S_IFREG, Ino: pathIno(s.parent, n)}, 0
+	return fuse.DirEntry{Name: n, Mode: syscall.S_IFREG, Ino: pathIno(s.parent, n), Off: uint64(s.k)}, 0
 }
+
+// Seekdir goes to the entry after offset off (the Off of an entry is its
+// position plus one), for seekdir, rewinddir and a listing the kernel
+// takes up again after an interruption.
+func (s *indexStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	s.k = int(min(off, uint64(len(s.x.names))))
+	return 0
+}
+
+var _ fs.FileSeekdirer = (*indexStream)(nil)
 
 func (d *modelDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	x, err := d.index(ctx)
