@@ -321,6 +321,44 @@ func (s *indexStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 
 var _ fs.FileSeekdirer = (*indexStream)(nil)
 
+// indexDir is an open .tensors model directory. It answers READDIRPLUS
+// with names only (no per-entry lookup, so no kernel inode per tensor): a
+// listing of a million tensors then costs the index, not a million
+// inodes. A program that stats an entry gets it looked up as usual.
+type indexDir struct {
+	indexStream
+}
+
+var (
+	_ fs.FileReaddirenter = (*indexDir)(nil)
+	_ fs.FileLookuper     = (*indexDir)(nil)
+	_ fs.FileSeekdirer    = (*indexDir)(nil)
+)
+
+func (d *indexDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !d.HasNext() {
+		return nil, 0
+	}
+	e, errno := d.Next()
+	return &e, errno
+}
+
+// Lookup declines: an entry of READDIRPLUS without a node ID is a plain
+// name to the kernel (fuse_direntplus_link).
+func (d *indexDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return nil, syscall.ENOENT
+}
+
+var _ fs.NodeOpendirHandler = (*modelDir)(nil)
+
+func (d *modelDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	x, err := d.index(ctx)
+	if err != nil {
+		return nil, 0, d.headerErr(err)
+	}
+	return &indexDir{indexStream{x: x, parent: d.StableAttr().Ino}}, 0, 0
+}
+
 func (d *modelDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	x, err := d.index(ctx)
 	if err != nil {
