@@ -115,7 +115,11 @@ func (t *Tree) Replace(ctx context.Context, p string, c cid.Cid) ([]string, erro
 	hook := t.onReplace
 	t.mu.Unlock()
 	if hook != nil {
-		go hook(changed) // not under a lock: the hook calls into the kernel
+		// Before returning, so that a caller who reads the path next sees
+		// the new content, not the kernel's cached entry; no lock is held
+		// (the hook calls into the kernel, which may wait for requests in
+		// flight in those directories, and they may need the tree's locks).
+		hook(changed)
 	}
 	return changed, nil
 }
@@ -220,6 +224,8 @@ func (t *Tree) replaceNames(ctx context.Context, p, parentPath string, parentIno
 
 // OnReplace sets a function told which names of the root directory a
 // Replace changed (the mount uses it to drop the kernel's cached entries).
+// Replace calls it before it returns, holding no lock of the tree: it must
+// not be called from inside a request on the mount's root directory.
 func (t *Tree) OnReplace(fn func(names []string)) {
 	t.mu.Lock()
 	t.onReplace = fn

@@ -69,6 +69,11 @@ type Tree struct {
 
 	tables     tableCache    // tensor tables of safetensors files
 	tableSlots chan struct{} // bounds header reads in flight
+	// bg runs the header reads (see Tensors); Close cancels bgCtx and
+	// waits for them.
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 
 	// changed tracks files whose content changed (their directories' DAG
 	// nodes must be rebuilt) and files with unflushed writes, so that
@@ -132,7 +137,9 @@ func Open(ctx context.Context, s *store.Badger, o Options) (*Tree, error) {
 	if o.Compress {
 		t.encoder = s
 	}
+	t.bgCtx, t.bgCancel = context.WithCancel(context.Background())
 	if err := t.load(ctx); err != nil {
+		t.bgCancel()
 		return nil, err
 	}
 	t.pub.start(t, o.PublishInterval)
@@ -270,6 +277,8 @@ func (t *Tree) load(ctx context.Context) error {
 // root and stops the publisher. Files still open lose nothing: their data
 // is flushed too.
 func (t *Tree) Close(ctx context.Context) error {
+	t.bgCancel()
+	t.bg.Wait()
 	err := t.FlushAll(ctx)
 	t.pub.stop()
 	if err2 := t.pub.publishNow(ctx, t); err == nil {
