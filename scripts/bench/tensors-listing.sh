@@ -20,7 +20,7 @@ PID=$(pgrep -n -f "mount --daemon --hot-cache 0 $MNT")
 echo "ls -f | wc -l (first listing, builds the index): $(t sh -c "ls -f $D | wc -l") s, entries $(ls -f $D | wc -l)"
 echo "ls -f again: $(t sh -c "ls -f $D | wc -l") s"
 echo "daemon VmHWM after ls -f: $(grep VmHWM /proc/$PID/status)"
-echo "ls -l (stat of every entry): $(timeout 600 sh -c "time -p ls -l $D | wc -l" 2>&1 | tr '\n' ' ')"
+echo "ls -l (stat of every entry): $(t sh -c "ls -l $D | wc -l") s"
 echo "stat of one tensor: $(t stat $D/t.0000000.npy) s"
 echo "daemon VmHWM: $(grep VmHWM /proc/$PID/status)"
 $BIN unmount $MNT >/dev/null; $BIN mount --daemon --hot-cache 0 $MNT >/dev/null
