@@ -155,7 +155,7 @@ func (t *Tree) replaceNames(ctx context.Context, p, parentPath string, parentIno
 		if cin.rec.isDir() {
 			pr.Nlink--
 		}
-		t.planRemovalLocked(&rm, cin, true)
+		t.planRemovalLocked(&rm, cin)
 	}
 	for _, tp := range tops {
 		if tp.in.rec.isDir() {
@@ -301,14 +301,14 @@ type removal struct {
 
 // planRemovalLocked notes the removal of in (named once more in the
 // subtree) and of everything below it, changing nothing.
-func (t *Tree) planRemovalLocked(rm *removal, in *inode, top bool) {
+func (t *Tree) planRemovalLocked(rm *removal, in *inode) {
 	rm.links[in.rec.Ino]++
 	if !in.rec.isDir() {
 		return
 	}
 	for n, c := range in.children {
 		rm.dels = append(rm.dels, dentryKey(in.rec.Ino, n))
-		t.planRemovalLocked(rm, t.inodes[c], false)
+		t.planRemovalLocked(rm, t.inodes[c])
 	}
 }
 
