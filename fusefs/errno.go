@@ -11,12 +11,16 @@ import (
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
-// toErrno maps an error from the layers below to the errno the kernel gets.
-// Anything unexpected is EIO, and logged: a corrupted or missing block must
-// never be served as data.
+// toErrno maps an error from the layers below to the errno the kernel gets;
+// it is the one place that does. Anything unexpected is EIO, and logged
+// (to nowhere when log is nil): a corrupted or missing block must never be
+// served as data.
 func toErrno(log *slog.Logger, op string, err error) syscall.Errno {
 	if err == nil {
 		return 0
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	table := []struct {
 		err   error

@@ -11,7 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/ipfrs/ipfrs-mount/mmapio"
+	"github.com/ipfrs/ipfrs-mount/hottier"
 	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
@@ -28,8 +28,8 @@ type handle struct {
 	// The hot tier's copy of the content, when the handle was opened on
 	// one: passed through to the kernel (pt), or read from its mapping
 	// while the content stays that of the open (gen).
-	hot      *Hot
-	copy     *mmapio.File
+	hot      *hottier.Hot
+	copy     *hottier.File
 	pt       bool
 	gen      uint64
 	size     int64
@@ -61,7 +61,11 @@ func openHandle(ctx context.Context, m *mountState, ino uint64, flags uint32) (f
 	var fuseFlags uint32
 	if m.hot != nil {
 		h.hot = m.hot
-		h.copy, h.pt, fuseFlags = m.hot.open(ctx, ino, h.writable || flags&syscall.O_TRUNC != 0)
+		var directIO bool
+		h.copy, h.pt, directIO = m.hot.Open(ctx, ino, h.writable || flags&syscall.O_TRUNC != 0)
+		if directIO {
+			fuseFlags = fuse.FOPEN_DIRECT_IO
+		}
 		h.gen, _ = t.Gen(ino)
 	}
 	if h.pt && fuseFlags&fuse.FOPEN_DIRECT_IO == 0 {
@@ -184,9 +188,9 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		if h.copy != nil {
 			h.copy.Close()
 		} else if h.size > 0 && h.readSize.Load() >= h.size {
-			h.hot.readWhole(h.ino)
+			h.hot.ReadWhole(h.ino)
 		}
-		h.hot.released(h.ino)
+		h.hot.Released(h.ino)
 	}
 	if err := h.tree.Released(ctx, h.ino); err != nil {
 		h.log.Error("release", "ino", h.ino, "err", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"golang.org/x/sys/unix"
 
+	"github.com/ipfrs/ipfrs-mount/hottier"
 	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
@@ -45,7 +46,7 @@ type MountOptions struct {
 	// Prefetch, if set, reads ahead of the readers of open files.
 	Prefetch *prefetch.Prefetcher
 	// Hot, if set, serves hot files from flat copies.
-	Hot *Hot
+	Hot *hottier.Hot
 }
 
 // History is the repo's history as .versions serves it. It must be the
@@ -77,7 +78,7 @@ func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server
 		return nil, err
 	}
 	if o.Hot != nil {
-		o.Hot.selfTest(server)
+		passthroughSelfTest(o.Hot, server)
 	}
 	// After switch, reset or restore, the kernel must look the changed
 	// names up again.
@@ -144,7 +145,7 @@ type mountState struct {
 	store    *store.Badger
 	log      *slog.Logger
 	prefetch *prefetch.Prefetcher // nil: no read-ahead of our own
-	hot      *Hot                 // nil: no hot tier
+	hot      *hottier.Hot         // nil: no hot tier
 
 	headerSlots chan struct{} // bounds reads of commit files' headers in flight
 }

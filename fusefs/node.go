@@ -52,6 +52,7 @@ func fillAttr(a worktree.Attr, out *fuse.Attr) {
 	out.Nlink = a.Nlink
 	out.Uid, out.Gid = a.UID, a.GID
 	out.Size = a.Size
+	out.Rdev = a.Rdev
 	out.Blocks = (a.Size + 511) / 512
 	out.Blksize = 1 << 20
 	out.SetTimes(&a.Atime, &a.Mtime, &a.Ctime)
@@ -73,7 +74,13 @@ func (n *Node) reserved(name string) bool {
 		(name == IPFSDir || name == BlocksDir) && n.m.blocks != nil
 }
 
+// maxName is the longest name a directory entry may have (NAME_MAX).
+const maxName = 255
+
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if len(name) > maxName {
+		return nil, syscall.ENAMETOOLONG
+	}
 	if n.reserved(name) {
 		dirAttr(&out.Attr)
 		var view fs.InodeEmbedder
@@ -141,11 +148,15 @@ func caller(ctx context.Context) (uid, gid uint32) {
 }
 
 func (n *Node) create(ctx context.Context, name string, mode uint32, target string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.createNode(ctx, name, worktree.NewNode{Mode: mode, Target: target}, out)
+}
+
+func (n *Node) createNode(ctx context.Context, name string, nn worktree.NewNode, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if n.reserved(name) {
 		return nil, syscall.EEXIST
 	}
-	uid, gid := caller(ctx)
-	a, err := n.tree.Create(ctx, n.ino(), name, worktree.NewNode{Mode: mode, UID: uid, GID: gid, Target: target})
+	nn.UID, nn.GID = caller(ctx)
+	a, err := n.tree.Create(ctx, n.ino(), name, nn)
 	if err != nil {
 		return nil, n.errno("create", err)
 	}
@@ -308,8 +319,9 @@ func (n *Node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 
 var _ fs.NodeMknoder = (*Node)(nil)
 
-// Mknod refuses named pipes, sockets and devices: UnixFS cannot represent
-// them, so they could not be part of the tree's DAG.
+// Mknod makes named pipes, unix sockets, device nodes (and plain files).
+// The tree keeps their names and attributes; the kernel does their I/O.
+// UnixFS cannot represent them, so commits leave them out.
 func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return nil, syscall.ENOTSUP
+	return n.createNode(ctx, name, worktree.NewNode{Mode: mode, Rdev: dev}, out)
 }

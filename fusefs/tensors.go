@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -119,6 +120,10 @@ type modelDir struct {
 	readOnly
 	m   *mountState
 	src modelSource
+
+	idxMu sync.Mutex
+	idxH  *safetensors.Header // the header idx was built from
+	idx   *tensorIndex
 }
 
 // modelSource is the safetensors file a .tensors directory shows: one
@@ -178,21 +183,30 @@ func readHeader(ctx context.Context, m *mountState, r io.ReaderAt, size int64) (
 	return safetensors.Read(r, size)
 }
 
-// dagModel is a file of a commit: immutable, its header parsed once.
+// dagModel is a file of a commit: immutable, its header parsed once it
+// parses. What the bytes say (a table, or not a safetensors file) is kept;
+// a failure to read them (a block missing for now, a cancelled request) is
+// not, and the next call tries again.
 type dagModel struct {
 	m    *mountState
 	file *unixfs.File
-	once sync.Once
+	mu   sync.Mutex
+	done bool
 	h    *safetensors.Header
 	err  error
 }
 
 func (s *dagModel) header(ctx context.Context) (*safetensors.Header, error) {
-	s.once.Do(func() {
-		ctx := context.WithoutCancel(ctx)
-		s.h, s.err = readHeader(ctx, s.m, dagReaderAt{ctx, s.file}, int64(s.file.Size()))
-	})
-	return s.h, s.err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return s.h, s.err
+	}
+	h, err := readHeader(ctx, s.m, dagReaderAt{ctx, s.file}, int64(s.file.Size()))
+	if err == nil || errors.Is(err, errNotModel) || errors.Is(err, safetensors.ErrNotSafetensors) {
+		s.done, s.h, s.err = true, h, err
+	}
+	return h, err
 }
 
 func (s *dagModel) readAt(ctx context.Context, p []byte, off int64) (int, error) {
@@ -212,75 +226,183 @@ func (d *modelDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
-// tensorFileNames maps the names shown to the tensors; names that are not
-// valid file names are left out.
-func tensorFileNames(h *safetensors.Header) map[string]tensorView {
-	out := map[string]tensorView{}
-	for _, t := range h.Tensors {
-		if t.Name == "" || strings.ContainsAny(t.Name, "/\x00") || t.Name == "." || t.Name == ".." || len(t.Name) > 240 {
-			continue
-		}
-		out[t.Name+".safetensors"] = tensorView{t: t}
-		if _, ok := safetensors.NpyHeader(t); ok {
-			out[t.Name+".npy"] = tensorView{t: t, npy: true}
-		}
-	}
-	return out
+// tensorIndex is the listing of a model's .tensors directory: every name
+// sorted, found by binary search. It is built once per header, so a
+// listing costs O(entries) and a lookup O(log entries), even with a
+// million tensors.
+type tensorIndex struct {
+	h     *safetensors.Header
+	names []string // sorted; header.json included
+	views []tensorRef
 }
 
-type tensorView struct {
-	t   safetensors.Tensor
+// tensorRef is the tensor (index into the header, -1 for header.json) a
+// name shows, as a single-tensor safetensors file or as .npy.
+type tensorRef struct {
+	i   int32
 	npy bool
 }
 
-func (d *modelDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+// newTensorIndex lists the names shown for h; tensor names that are not
+// valid file names are left out.
+func newTensorIndex(h *safetensors.Header) *tensorIndex {
+	x := &tensorIndex{h: h}
+	type ent struct {
+		name string
+		ref  tensorRef
+	}
+	ents := []ent{{"header.json", tensorRef{i: -1}}}
+	for i, t := range h.Tensors {
+		if t.Name == "" || strings.ContainsAny(t.Name, "/\x00") || t.Name == "." || t.Name == ".." || len(t.Name) > 240 {
+			continue
+		}
+		ents = append(ents, ent{t.Name + ".safetensors", tensorRef{i: int32(i)}})
+		if _, ok := safetensors.NpyHeader(t); ok {
+			ents = append(ents, ent{t.Name + ".npy", tensorRef{i: int32(i), npy: true}})
+		}
+	}
+	sort.Slice(ents, func(a, b int) bool { return ents[a].name < ents[b].name })
+	x.names = make([]string, 0, len(ents))
+	x.views = make([]tensorRef, 0, len(ents))
+	for k, e := range ents {
+		if k > 0 && e.name == ents[k-1].name {
+			continue // two tensors of one name: the first wins
+		}
+		x.names = append(x.names, e.name)
+		x.views = append(x.views, e.ref)
+	}
+	return x
+}
+
+func (x *tensorIndex) find(name string) (tensorRef, bool) {
+	k := sort.SearchStrings(x.names, name)
+	if k == len(x.names) || x.names[k] != name {
+		return tensorRef{}, false
+	}
+	return x.views[k], true
+}
+
+// index returns the listing of the model, built once per header.
+func (d *modelDir) index(ctx context.Context) (*tensorIndex, error) {
 	h, err := d.src.header(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.idxMu.Lock()
+	defer d.idxMu.Unlock()
+	if d.idx == nil || d.idxH != h {
+		d.idx, d.idxH = newTensorIndex(h), h
+	}
+	return d.idx, nil
+}
+
+// indexStream lists an index without copying it.
+type indexStream struct {
+	x      *tensorIndex
+	parent uint64
+	k      int
+}
+
+func (s *indexStream) HasNext() bool { return s.k < len(s.x.names) }
+func (s *indexStream) Close()        {}
+func (s *indexStream) Next() (fuse.DirEntry, syscall.Errno) {
+	n := s.x.names[s.k]
+	s.k++
+	return fuse.DirEntry{Name: n, Mode: syscall.S_IFREG, Ino: pathIno(s.parent, n), Off: uint64(s.k)}, 0
+}
+
+// Seekdir goes to the entry after offset off (the Off of an entry is its
+// position plus one), for seekdir, rewinddir and a listing the kernel
+// takes up again after an interruption.
+func (s *indexStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	s.k = int(min(off, uint64(len(s.x.names))))
+	return 0
+}
+
+var _ fs.FileSeekdirer = (*indexStream)(nil)
+
+// indexDir is an open .tensors model directory. It answers READDIRPLUS
+// with names only (no per-entry lookup, so no kernel inode per tensor): a
+// listing of a million tensors then costs the index, not a million
+// inodes. A program that stats an entry gets it looked up as usual.
+type indexDir struct {
+	indexStream
+}
+
+var (
+	_ fs.FileReaddirenter = (*indexDir)(nil)
+	_ fs.FileLookuper     = (*indexDir)(nil)
+	_ fs.FileSeekdirer    = (*indexDir)(nil)
+)
+
+func (d *indexDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !d.HasNext() {
+		return nil, 0
+	}
+	e, errno := d.Next()
+	return &e, errno
+}
+
+// Lookup declines: an entry of READDIRPLUS without a node ID is a plain
+// name to the kernel (fuse_direntplus_link).
+func (d *indexDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return nil, syscall.ENOENT
+}
+
+var _ fs.NodeOpendirHandler = (*modelDir)(nil)
+
+func (d *modelDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	x, err := d.index(ctx)
+	if err != nil {
+		return nil, 0, d.headerErr(err)
+	}
+	return &indexDir{indexStream{x: x, parent: d.StableAttr().Ino}}, 0, 0
+}
+
+func (d *modelDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	x, err := d.index(ctx)
 	if err != nil {
 		return nil, d.headerErr(err)
 	}
-	names := []string{"header.json"}
-	for n := range tensorFileNames(h) {
-		names = append(names, n)
-	}
-	list := make([]fuse.DirEntry, 0, len(names))
-	for _, n := range sortedNames(names) {
-		list = append(list, fuse.DirEntry{Name: n, Mode: syscall.S_IFREG, Ino: pathIno(d.StableAttr().Ino, n)})
-	}
-	return fs.NewListDirStream(list), 0
+	return &indexStream{x: x, parent: d.StableAttr().Ino}, 0
 }
 
 func (d *modelDir) headerErr(err error) syscall.Errno {
-	if errors.Is(err, errStale) {
+	switch {
+	case errors.Is(err, errStale):
 		return syscall.ESTALE
+	case errors.Is(err, safetensors.ErrNotSafetensors):
+		d.m.log.Warn("malformed safetensors file", "err", err)
+		return syscall.EIO
 	}
-	d.m.log.Warn("malformed safetensors file", "err", err)
-	return syscall.EIO
+	return toErrno(d.m.log, "safetensors header", err) // I/O, or interrupted
 }
 
 func (d *modelDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	h, err := d.src.header(ctx)
+	x, err := d.index(ctx)
 	if err != nil {
 		return nil, d.headerErr(err)
 	}
+	v, ok := x.find(name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
 	var node *tensorFile
-	if name == "header.json" {
-		b, err := safetensors.HeaderJSON(h)
+	if v.i < 0 {
+		b, err := safetensors.HeaderJSON(x.h)
 		if err != nil {
 			return nil, d.headerErr(err)
 		}
 		node = &tensorFile{m: d.m, src: d.src, head: b}
 	} else {
-		v, ok := tensorFileNames(h)[name]
-		if !ok {
-			return nil, syscall.ENOENT
-		}
+		t := x.h.Tensors[v.i]
 		var head []byte
 		if v.npy {
-			head, _ = safetensors.NpyHeader(v.t)
-		} else if head, err = safetensors.SingleTensorHeader(v.t); err != nil {
+			head, _ = safetensors.NpyHeader(t)
+		} else if head, err = safetensors.SingleTensorHeader(t); err != nil {
 			return nil, d.headerErr(err)
 		}
-		node = &tensorFile{m: d.m, src: d.src, head: head, t: v.t, data: true}
+		node = &tensorFile{m: d.m, src: d.src, head: head, t: t, data: true}
 	}
 	node.fill(&out.Attr)
 	out.SetEntryTimeout(refTimeout)

@@ -13,7 +13,7 @@ import (
 )
 
 // CacheCounters are what a read cache and a prefetcher report, totals since
-// the mount started. The read path (prefetch/, mmapio/) fills them.
+// the mount started. The read path (prefetch/, hottier/) fills them.
 type CacheCounters struct {
 	Hits, Misses int64 // reads served from the cache, and not
 	// PrefetchedBytes were fetched ahead of reads; PrefetchUsedBytes of

@@ -16,8 +16,8 @@ import (
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/gateway"
+	"github.com/ipfrs/ipfrs-mount/hottier"
 	"github.com/ipfrs/ipfrs-mount/metrics"
-	"github.com/ipfrs/ipfrs-mount/mmapio"
 	"github.com/ipfrs/ipfrs-mount/names"
 	"github.com/ipfrs/ipfrs-mount/prefetch"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
@@ -52,7 +52,7 @@ type Mount struct {
 	server     *fuse.Server
 	served     chan struct{} // closed when Wait saw the server end
 	metrics    *metrics.Mount
-	hot        *fusefs.Hot
+	hot        *hottier.Hot
 	prefetch   *prefetch.Prefetcher
 	blocks     unixfs.BlockViewer
 
@@ -89,11 +89,11 @@ func (r *Repo) Mount(ctx context.Context, mountpoint string, o MountOptions) (*M
 	m.metrics = metrics.New(src)
 	r.store.HashReads(o.HashReads)
 	if o.HotBytes > 0 {
-		tier, err := mmapio.Open(filepath.Join(r.dir, HotDir), o.HotBytes, r.log)
+		tier, err := hottier.Open(filepath.Join(r.dir, HotDir), o.HotBytes, r.log)
 		if err != nil {
 			return nil, err
 		}
-		m.hot = fusefs.NewHot(tier, tree, r.store, o.Passthrough, r.log)
+		m.hot = hottier.NewHot(tier, tree, r.store, o.Passthrough, r.log)
 		r.OnClose("hot tier", func() error { m.hot.Close(); return nil })
 	}
 	m.server, err = fusefs.Mount(mountpoint, tree, fusefs.MountOptions{
@@ -140,7 +140,7 @@ func (m *Mount) Mountpoint() string { return m.mountpoint }
 func (m *Mount) Metrics() *metrics.Mount { return m.metrics }
 
 // Hot is the mount's hot tier, nil without one.
-func (m *Mount) Hot() *fusefs.Hot { return m.hot }
+func (m *Mount) Hot() *hottier.Hot { return m.hot }
 
 // Prefetcher is the mount's read-ahead, nil without one.
 func (m *Mount) Prefetcher() *prefetch.Prefetcher { return m.prefetch }

@@ -13,7 +13,9 @@ type Decoded struct {
 	HAMT bool // a HAMT shard: links named by a Prefix-long hex prefix lead to sub-shards
 	// Prefix is the length of the hex prefix of a HAMT shard's link names.
 	Prefix int
-	Links  []DirEntry
+	// Fanout and HashType of a HAMT shard.
+	Fanout, HashType uint64
+	Links            []DirEntry
 	// For files: the inline data's length, each child's content size and
 	// the whole file's length.
 	DataLen    uint64
@@ -21,8 +23,10 @@ type Decoded struct {
 	Size       uint64
 }
 
-// Decode decodes a dag-pb block as a UnixFS node. It does not check the
-// hash: callers hash what they view.
+// Decode decodes a dag-pb block as a UnixFS node: the one dag-pb decoder
+// of the module (the readers of this package, the gateway's DAG walks and
+// versions.Diff use it). It does not check the hash: callers hash what
+// they view.
 func Decode(b []byte) (Decoded, error) {
 	n, err := decodePB(b)
 	if err != nil {
@@ -46,7 +50,7 @@ func Decode(b []byte) (Decoded, error) {
 		if n.fanout < 2 || n.fanout&(n.fanout-1) != 0 || n.fanout > 1<<16 {
 			return Decoded{}, fmt.Errorf("%w: HAMT fanout %d", ErrMalformed, n.fanout)
 		}
-		d.HAMT = true
+		d.HAMT, d.Fanout, d.HashType = true, n.fanout, n.hashType
 		d.Prefix = len(fmt.Sprintf("%X", n.fanout-1))
 	}
 	return d, nil

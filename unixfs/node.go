@@ -57,6 +57,7 @@ type pbNode struct {
 	fileSize   uint64
 	blockSizes []uint64
 	fanout     uint64
+	hashType   uint64
 	links      []link
 }
 
@@ -124,6 +125,9 @@ func decodePB(b []byte) (*pbNode, error) {
 	}
 	if fo := ufs.FieldFanout(); fo.Exists() {
 		n.fanout = uint64(fo.Must().Int())
+	}
+	if h := ufs.FieldHashType(); h.Exists() {
+		n.hashType = uint64(h.Must().Int())
 	}
 	bsi := ufs.FieldBlockSizes().Iterator()
 	for !bsi.Done() {

@@ -8,9 +8,6 @@ import (
 	"strings"
 
 	"github.com/ipfs/go-cid"
-	"github.com/ipfs/go-unixfsnode/data"
-	dagpb "github.com/ipld/go-codec-dagpb"
-	cidlink "github.com/ipld/go-ipld-prime/linking/cid"
 
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
@@ -483,75 +480,28 @@ func (d *differ) load(c cid.Cid) (*treeNode, error) {
 	return n, nil
 }
 
-// decodeNode decodes a dag-pb UnixFS node; the links are kept only for
-// directories.
+// decodeNode decodes a dag-pb UnixFS node (with unixfs.Decode); the links
+// are kept only for directories.
 func decodeNode(b []byte) (*treeNode, error) {
-	nb := dagpb.Type.PBNode.NewBuilder()
-	if err := dagpb.DecodeBytes(nb, b); err != nil {
-		return nil, fmt.Errorf("%w: %v", unixfs.ErrMalformed, err)
-	}
-	pb := nb.Build().(dagpb.PBNode)
-	if !pb.Data.Exists() {
-		return nil, fmt.Errorf("%w: dag-pb node has no UnixFS data", unixfs.ErrMalformed)
-	}
-	ufs, err := data.DecodeUnixFSData(pb.Data.Must().Bytes())
+	d, err := unixfs.Decode(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", unixfs.ErrMalformed, err)
+		return nil, err
 	}
 	n := &treeNode{}
-	switch typ := ufs.FieldDataType().Int(); typ {
-	case data.Data_Directory, data.Data_HAMTShard:
-		n.dir = true
-		if typ == data.Data_HAMTShard {
-			n.shard = true
-			if f := ufs.FieldFanout(); f.Exists() {
-				n.fanout = uint64(f.Must().Int())
+	switch d.Kind {
+	case unixfs.KindDirectory:
+		n.dir, n.shard, n.fanout, n.hashType = true, d.HAMT, d.Fanout, d.HashType
+		n.links = make([]entry, 0, len(d.Links))
+		for _, l := range d.Links {
+			if !n.shard && (l.Name == "" || strings.Contains(l.Name, "/")) {
+				return nil, fmt.Errorf("%w: directory entry name %q", unixfs.ErrMalformed, l.Name)
 			}
-			if h := ufs.FieldHashType(); h.Exists() {
-				n.hashType = uint64(h.Must().Int())
-			}
+			n.links = append(n.links, entry{name: l.Name, cid: l.CID})
 		}
-		n.links = make([]entry, 0, pb.Links.Length())
-		it := pb.Links.Iterator()
-		for !it.Done() {
-			_, l := it.Next()
-			cl, ok := l.Hash.Link().(cidlink.Link)
-			if !ok {
-				return nil, fmt.Errorf("%w: link is not a CID", unixfs.ErrMalformed)
-			}
-			e := entry{cid: cl.Cid}
-			if l.Name.Exists() {
-				e.name = l.Name.Must().String()
-			}
-			if !n.shard && (e.name == "" || strings.Contains(e.name, "/")) {
-				return nil, fmt.Errorf("%w: directory entry name %q", unixfs.ErrMalformed, e.name)
-			}
-			n.links = append(n.links, e)
-		}
-	case data.Data_File, data.Data_Raw:
-		var inline uint64
-		if v := ufs.FieldData(); v.Exists() {
-			inline = uint64(len(v.Must().Bytes()))
-		}
-		if fs := ufs.FieldFileSize(); fs.Exists() && fs.Must().Int() > 0 {
-			n.size = uint64(fs.Must().Int())
-		} else {
-			n.size = inline
-			it := ufs.FieldBlockSizes().Iterator()
-			for !it.Done() {
-				_, v := it.Next()
-				if v.Int() < 0 {
-					return nil, fmt.Errorf("%w: negative block size", unixfs.ErrMalformed)
-				}
-				n.size += uint64(v.Int())
-			}
-		}
-	case data.Data_Symlink:
-		if v := ufs.FieldData(); v.Exists() {
-			n.size = uint64(len(v.Must().Bytes()))
-		}
-	default:
-		return nil, fmt.Errorf("%w: UnixFS type %d", unixfs.ErrUnsupported, typ)
+	case unixfs.KindFile:
+		n.size = d.Size
+	case unixfs.KindSymlink:
+		n.size = d.DataLen
 	}
 	return n, nil
 }

@@ -16,3 +16,5 @@ var (
 	ErrNameTooLong  = errors.New("file name too long")
 	ErrRange        = errors.New("result too large")
 )
+
+func isNotExist(err error) bool { return errors.Is(err, ErrNotExist) }

@@ -100,27 +100,37 @@ func (p *publisher) publishNow(ctx context.Context, t *Tree) error {
 		requeue()
 		return err
 	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	var ins []*inode
+	var c change
 	for ino, v := range batch {
 		in, ok := t.inodes[ino]
-		if !ok {
+		if !ok || in.rec.Nlink == 0 && in.opens == 0 {
 			continue // removed meanwhile
 		}
-		in.rec.Content, in.rec.Size, in.rec.Tsize = "", v.size, v.tsize
+		r := c.rec(in)
+		r.Content, r.Size, r.Tsize = "", v.size, v.tsize
 		if v.size > 0 {
-			in.rec.Content = v.cid.String()
+			r.Content = v.cid.String()
 		}
-		ins = append(ins, in)
 	}
-	for len(ins) > 0 {
-		n := min(len(ins), metaBatch)
-		if err := t.persist(ctx, nil, ins[:n]...); err != nil {
+	t.mu.Unlock()
+	// Written in transactions of bounded size; each is applied once written.
+	for len(c.order) > 0 {
+		n := min(len(c.order), metaBatch)
+		part := change{recs: c.recs, order: c.order[:n]}
+		if err := t.write(ctx, &part, nil); err != nil {
 			requeue()
 			return err
 		}
-		ins = ins[n:]
+		t.mu.Lock()
+		for _, in := range part.order {
+			r := c.recs[in.rec.Ino]
+			in.rec.Content, in.rec.Size, in.rec.Tsize = r.Content, r.Size, r.Tsize
+		}
+		t.mu.Unlock()
+		c.order = c.order[n:]
 	}
 	return nil
 }

@@ -34,12 +34,23 @@ type record struct {
 	Content string            `json:"content,omitempty"` // CID of the file's DAG; "" for empty
 	Tsize   uint64            `json:"tsize,omitempty"`   // bytes of that DAG's blocks
 	Target  string            `json:"target,omitempty"`  // symlink target
+	Rdev    uint32            `json:"rdev,omitempty"`    // device nodes
 	Xattrs  map[string][]byte `json:"xattrs,omitempty"`
 }
 
 func (r *record) isDir() bool     { return r.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 func (r *record) isRegular() bool { return r.Mode&syscall.S_IFMT == syscall.S_IFREG }
 func (r *record) isSymlink() bool { return r.Mode&syscall.S_IFMT == syscall.S_IFLNK }
+
+// isSpecial: a named pipe, socket or device node, which UnixFS cannot
+// represent: the working tree keeps them, commits leave them out.
+func (r *record) isSpecial() bool {
+	switch r.Mode & syscall.S_IFMT {
+	case syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
+		return true
+	}
+	return false
+}
 
 func inodeKey(ino uint64) string { return fmt.Sprintf("%s%016x", inodePrefix, ino) }
 

@@ -27,6 +27,11 @@ var ErrNotModel = errors.New("not a safetensors file")
 // headers (up to 100 MB each) are read at a time. A file that does not
 // start like a safetensors file gives ErrNotModel; a malformed one, an
 // error wrapping safetensors.ErrNotSafetensors.
+//
+// The header is read and parsed by a goroutine of the tree (joined by
+// Close), which callers wait for: one whose ctx ends returns at once (a
+// listing interrupted by a signal must not wait for a 100 MB parse), and
+// the read goes on for the next caller. Only tables that parsed are kept.
 func (t *Tree) Tensors(ctx context.Context, ino uint64) (*safetensors.Header, uint64, error) {
 	gen, err := t.Gen(ino)
 	if err != nil {
@@ -36,23 +41,60 @@ func (t *Tree) Tensors(ctx context.Context, ino uint64) (*safetensors.Header, ui
 	if h := t.tables.get(key); h != nil {
 		return h, gen, nil
 	}
-	t.tableSlots <- struct{}{}
+	t.tables.mu.Lock()
+	ld := t.tables.loads[key]
+	if ld == nil {
+		if t.tables.loads == nil {
+			t.tables.loads = map[[2]uint64]*tableLoad{}
+		}
+		ld = &tableLoad{done: make(chan struct{})}
+		t.tables.loads[key] = ld
+		t.bg.Add(1)
+		go func() {
+			defer t.bg.Done()
+			ld.h, ld.err = t.readTable(t.bgCtx, ino)
+			if ld.err == nil {
+				t.tables.put(key, ld.h)
+			}
+			t.tables.mu.Lock()
+			delete(t.tables.loads, key)
+			t.tables.mu.Unlock()
+			close(ld.done)
+		}()
+	}
+	t.tables.mu.Unlock()
+	select {
+	case <-ld.done:
+		return ld.h, gen, ld.err
+	case <-ctx.Done():
+		return nil, gen, ctx.Err()
+	}
+}
+
+// tableLoad is a header read in progress.
+type tableLoad struct {
+	done chan struct{}
+	h    *safetensors.Header
+	err  error
+}
+
+func (t *Tree) readTable(ctx context.Context, ino uint64) (*safetensors.Header, error) {
+	select {
+	case t.tableSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	defer func() { <-t.tableSlots }()
 	a, err := t.Getattr(ino)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	r := fileReaderAt{ctx: ctx, t: t, ino: ino}
 	var prefix [9]byte
 	if n, _ := r.ReadAt(prefix[:], 0); n < 9 || prefix[8] != '{' {
-		return nil, gen, ErrNotModel
+		return nil, ErrNotModel
 	}
-	h, err := safetensors.Read(r, int64(a.Size))
-	if err != nil {
-		return nil, gen, err
-	}
-	t.tables.put(key, h)
-	return h, gen, nil
+	return safetensors.Read(r, int64(a.Size))
 }
 
 type fileReaderAt struct {
@@ -68,6 +110,7 @@ func (r fileReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // tableCache keeps the last parsed tensor tables by (inode, generation).
 type tableCache struct {
 	mu    sync.Mutex
+	loads map[[2]uint64]*tableLoad // header reads in progress
 	order [][2]uint64
 	m     map[[2]uint64]*safetensors.Header
 }

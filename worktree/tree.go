@@ -32,6 +32,10 @@ type Options struct {
 	// and Huffman-coded (about 0.7 of their size for bf16 weights; reads
 	// then decode them).
 	Compress bool
+	// MetaFault, when set, is called before every metadata write; an error
+	// it returns fails that write as if the store had. Tests use it to
+	// inject failures; leave it nil otherwise.
+	MetaFault func() error
 }
 
 // Tree is the working tree. All methods are safe for concurrent use.
@@ -41,9 +45,16 @@ type Tree struct {
 	stage  string
 	log    *slog.Logger
 
-	// mu guards the namespace: inodes, their records and children. Lock
-	// order: mu before any fileData.mu; never take mu while holding a
-	// fileData.mu.
+	// wmu serialises the changes of the namespace and of inode records:
+	// a change is checked and prepared under mu, written to the store
+	// holding wmu only, and applied to memory under mu once the write
+	// succeeded. Readers (stat, lookup, readdir) take mu alone and so never
+	// wait for a metadata write, and see a change only once it is durable
+	// in the store; a change whose write fails is never seen.
+	wmu sync.Mutex
+	// mu guards the namespace in memory: inodes, their records and
+	// children. It is never held across I/O. Lock order: wmu, mu, then
+	// any fileData.mu; never take mu while holding a fileData.mu.
 	mu      sync.Mutex
 	inodes  map[uint64]*inode
 	nextIno uint64
@@ -58,6 +69,11 @@ type Tree struct {
 
 	tables     tableCache    // tensor tables of safetensors files
 	tableSlots chan struct{} // bounds header reads in flight
+	// bg runs the header reads (see Tensors); Close cancels bgCtx and
+	// waits for them.
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 
 	// changed tracks files whose content changed (their directories' DAG
 	// nodes must be rebuilt) and files with unflushed writes, so that
@@ -65,6 +81,8 @@ type Tree struct {
 	changedMu sync.Mutex
 	changed   map[uint64]struct{}
 	unflushed map[uint64]struct{}
+
+	metaFault func() error
 }
 
 type inode struct {
@@ -73,6 +91,7 @@ type inode struct {
 	parent   uint64            // directories: the one parent
 	parents  map[uint64]int    // non-directories: names per parent directory
 	dirNode  *unixfs.Node      // directories: cached DAG node, nil when changed
+	dirGen   uint64            // directories: bumped whenever dirNode is dropped
 	opens    int
 	f        *fileData // regular files
 }
@@ -84,6 +103,7 @@ type Attr struct {
 	Nlink        uint32
 	UID, GID     uint32
 	Size         uint64
+	Rdev         uint32 // device nodes
 	Atime, Mtime time.Time
 	Ctime        time.Time
 }
@@ -112,11 +132,14 @@ func Open(ctx context.Context, s *store.Badger, o Options) (*Tree, error) {
 		return nil, fmt.Errorf("worktree: %w", err)
 	}
 	t := &Tree{s: s, layout: o.Layout, stage: o.StagingDir, log: o.Logger, inodes: map[uint64]*inode{}, nextIno: RootIno + 1,
-		changed: map[uint64]struct{}{}, unflushed: map[uint64]struct{}{}, tableSlots: make(chan struct{}, 2)}
+		changed: map[uint64]struct{}{}, unflushed: map[uint64]struct{}{}, tableSlots: make(chan struct{}, 2),
+		metaFault: o.MetaFault}
 	if o.Compress {
 		t.encoder = s
 	}
+	t.bgCtx, t.bgCancel = context.WithCancel(context.Background())
 	if err := t.load(ctx); err != nil {
+		t.bgCancel()
 		return nil, err
 	}
 	t.pub.start(t, o.PublishInterval)
@@ -173,18 +196,31 @@ func (t *Tree) load(ctx context.Context) error {
 			t.nextIno = ino + 1
 		}
 	}
-	// Count links from the names actually present; drop unreachable inodes
-	// (unlinked while open when the daemon stopped).
-	links := map[uint64]uint32{RootIno: 1}
-	for _, in := range t.inodes {
-		for _, c := range in.children {
-			links[c]++
+	// Count links from the names reachable from the root; drop the inodes
+	// no such name refers to (unlinked while open when the daemon stopped,
+	// or written by a change whose last step failed) and the names held
+	// by directories that are themselves unreachable.
+	links := map[uint64]uint32{}
+	if _, ok := t.inodes[RootIno]; ok {
+		links[RootIno] = 1
+		queue := []uint64{RootIno}
+		for len(queue) > 0 {
+			d := t.inodes[queue[0]]
+			queue = queue[1:]
+			for _, c := range d.children {
+				if links[c]++; links[c] == 1 && t.inodes[c].rec.isDir() {
+					queue = append(queue, c)
+				}
+			}
 		}
 	}
 	var orphans []uint64
 	for ino, in := range t.inodes {
 		if links[ino] == 0 {
 			orphans = append(orphans, ino)
+			for name := range in.children {
+				stale = append(stale, dentryKey(ino, name))
+			}
 			continue
 		}
 		if in.rec.isDir() {
@@ -202,12 +238,27 @@ func (t *Tree) load(ctx context.Context) error {
 			t.files.Store(ino, in.f)
 		}
 	}
+	for _, ino := range orphans {
+		delete(t.inodes, ino)
+	}
+	for _, in := range t.inodes {
+		for name, c := range in.children {
+			if _, ok := t.inodes[c]; !ok { // an orphan directory's child
+				delete(in.children, name)
+			}
+		}
+		for p := range in.parents {
+			if _, ok := t.inodes[p]; !ok {
+				delete(in.parents, p)
+			}
+		}
+	}
 	if _, ok := t.inodes[RootIno]; !ok {
 		now := time.Now().UnixNano()
 		root := &inode{rec: record{Ino: RootIno, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Atime: now, Mtime: now, Ctime: now},
 			children: map[string]uint64{}}
 		t.inodes[RootIno] = root
-		if err := t.s.UpdateMeta(ctx, func(tx store.MetaTxn) error { return t.putRecord(tx, root) }); err != nil {
+		if err := t.update(ctx, func(tx store.MetaTxn) error { return putRecord(tx, root.rec) }); err != nil {
 			return err
 		}
 	}
@@ -215,26 +266,19 @@ func (t *Tree) load(ctx context.Context) error {
 		return nil
 	}
 	t.log.Info("dropping what no name refers to", "inodes", len(orphans), "names", len(stale))
-	return t.s.UpdateMeta(ctx, func(tx store.MetaTxn) error {
-		for _, ino := range orphans {
-			delete(t.inodes, ino)
-			if err := tx.Delete(inodeKey(ino)); err != nil {
-				return err
-			}
-		}
-		for _, k := range stale {
-			if err := tx.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	keys := stale
+	for _, ino := range orphans {
+		keys = append(keys, inodeKey(ino))
+	}
+	return t.inBatches(ctx, len(keys), func(tx store.MetaTxn, i int) error { return tx.Delete(keys[i]) })
 }
 
 // Close publishes every file's content durably, records the tree's DAG
 // root and stops the publisher. Files still open lose nothing: their data
 // is flushed too.
 func (t *Tree) Close(ctx context.Context) error {
+	t.bgCancel()
+	t.bg.Wait()
 	err := t.FlushAll(ctx)
 	t.pub.stop()
 	if err2 := t.pub.publishNow(ctx, t); err == nil {
@@ -243,7 +287,7 @@ func (t *Tree) Close(ctx context.Context) error {
 	if err == nil {
 		var root unixfs.Node
 		if root, err = t.Root(ctx); err == nil {
-			err = t.s.SetMeta(ctx, rootCIDKey, []byte(root.CID.String()))
+			err = t.update(ctx, func(tx store.MetaTxn) error { return tx.Set(rootCIDKey, []byte(root.CID.String())) })
 		}
 	}
 	t.mu.Lock()
@@ -259,13 +303,29 @@ func (t *Tree) Close(ctx context.Context) error {
 	return err
 }
 
-// putRecord writes an inode's record; for files the content fields are the
-// published ones, and times and size come from the live file data.
-func (t *Tree) putRecord(tx store.MetaTxn, in *inode) error {
+// update runs fn in one metadata transaction. Every metadata write of the
+// tree goes through it (the test-only fault hook sits here).
+func (t *Tree) update(ctx context.Context, fn func(tx store.MetaTxn) error) error {
+	if t.metaFault != nil {
+		if err := t.metaFault(); err != nil {
+			return fmt.Errorf("worktree: metadata write: %w", err)
+		}
+	}
+	return t.s.UpdateMeta(ctx, fn)
+}
+
+// recordOf returns the record to persist for in: for files the content
+// fields are the published ones, and times come from the live file data.
+// Called with mu held.
+func recordOf(in *inode) record {
 	r := in.rec
 	if in.f != nil {
 		r.Mtime, r.Ctime, r.Atime = in.f.times()
 	}
+	return r
+}
+
+func putRecord(tx store.MetaTxn, r record) error {
 	b, err := encodeRecord(&r)
 	if err != nil {
 		return err
@@ -273,12 +333,43 @@ func (t *Tree) putRecord(tx store.MetaTxn, in *inode) error {
 	return tx.Set(inodeKey(r.Ino), b)
 }
 
-// persist writes records (and optionally more) in one transaction.
-func (t *Tree) persist(ctx context.Context, fn func(tx store.MetaTxn) error, ins ...*inode) error {
-	return t.s.UpdateMeta(ctx, func(tx store.MetaTxn) error {
-		for _, in := range ins {
-			if err := t.putRecord(tx, in); err != nil {
-				return err
+// change is a namespace change being prepared: the new records of the
+// inodes it touches, copies until the write succeeded.
+type change struct {
+	recs  map[uint64]*record
+	order []*inode
+}
+
+// rec returns the new record of in, a copy of its current one at first.
+// Called with mu held.
+func (c *change) rec(in *inode) *record {
+	if c.recs == nil {
+		c.recs = map[uint64]*record{}
+	}
+	r, ok := c.recs[in.rec.Ino]
+	if !ok {
+		cp := recordOf(in)
+		r = &cp
+		c.recs[in.rec.Ino] = r
+		c.order = append(c.order, in)
+	}
+	return r
+}
+
+// drop forgets the new record of in (its inode is deleted instead).
+func (c *change) drop(in *inode) {
+	delete(c.recs, in.rec.Ino)
+}
+
+// write persists the new records and whatever more fn writes, in one
+// transaction.
+func (t *Tree) write(ctx context.Context, c *change, fn func(tx store.MetaTxn) error) error {
+	return t.update(ctx, func(tx store.MetaTxn) error {
+		for _, in := range c.order {
+			if r, ok := c.recs[in.rec.Ino]; ok {
+				if err := putRecord(tx, *r); err != nil {
+					return err
+				}
 			}
 		}
 		if fn != nil {
@@ -286,6 +377,30 @@ func (t *Tree) persist(ctx context.Context, fn func(tx store.MetaTxn) error, ins
 		}
 		return nil
 	})
+}
+
+// apply installs the new records once written; files take their new ctime.
+// Called with mu held.
+func (c *change) apply() {
+	for _, in := range c.order {
+		r, ok := c.recs[in.rec.Ino]
+		if !ok {
+			continue
+		}
+		in.rec = *r
+		if in.f != nil {
+			in.f.touchCtime(r.Ctime)
+		}
+	}
+}
+
+// allocLocked hands out an inode number. A number handed out to a change
+// that then fails is not used again in this run; after a restart, numbers
+// start above the highest inode named (see load).
+func (t *Tree) allocLocked() uint64 {
+	ino := t.nextIno
+	t.nextIno++
+	return ino
 }
 
 func (t *Tree) get(ino uint64) (*inode, error) {
@@ -319,7 +434,7 @@ func checkName(name string) error {
 
 func (t *Tree) attrLocked(in *inode) Attr {
 	r := in.rec
-	a := Attr{Ino: r.Ino, Mode: r.Mode, Nlink: r.Nlink, UID: r.UID, GID: r.GID, Size: r.Size,
+	a := Attr{Ino: r.Ino, Mode: r.Mode, Nlink: r.Nlink, UID: r.UID, GID: r.GID, Size: r.Size, Rdev: r.Rdev,
 		Atime: time.Unix(0, r.Atime), Mtime: time.Unix(0, r.Mtime), Ctime: time.Unix(0, r.Ctime)}
 	switch {
 	case in.f != nil:
@@ -381,53 +496,78 @@ type NewNode struct {
 	Mode     uint32 // type bits and permissions
 	UID, GID uint32
 	Target   string // symlinks
+	Rdev     uint32 // device nodes
 }
 
-// Create makes a new file, directory or symlink called name in parent.
+// Create makes a new file, directory, symlink, named pipe, socket or
+// device node called name in parent. The tree keeps pipes, sockets and
+// device nodes as names with attributes; the kernel does their I/O.
 func (t *Tree) Create(ctx context.Context, parent uint64, name string, n NewNode) (Attr, error) {
 	if err := checkName(name); err != nil {
 		return Attr{}, err
 	}
 	switch n.Mode & syscall.S_IFMT {
-	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK:
+	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK, syscall.S_IFIFO, syscall.S_IFSOCK, syscall.S_IFCHR, syscall.S_IFBLK:
 	default:
-		return Attr{}, fmt.Errorf("%w: only files, directories and symlinks", ErrNotSupported)
+		return Attr{}, fmt.Errorf("%w: file type %o", ErrNotSupported, n.Mode&syscall.S_IFMT)
 	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	p, err := t.dir(parent)
+	if err == nil {
+		if _, ok := p.children[name]; ok {
+			err = ErrExist
+		}
+	}
 	if err != nil {
+		t.mu.Unlock()
 		return Attr{}, err
 	}
-	if _, ok := p.children[name]; ok {
-		return Attr{}, ErrExist
-	}
+	var c change
+	pr := c.rec(p)
+	ino := t.allocLocked()
+	next := t.nextIno
+	t.mu.Unlock()
+
 	now := time.Now().UnixNano()
-	in := &inode{rec: record{Ino: t.nextIno, Mode: n.Mode, UID: n.UID, GID: n.GID, Nlink: 1,
-		Atime: now, Mtime: now, Ctime: now, Target: n.Target}}
-	t.nextIno++
-	switch {
-	case in.rec.isDir():
-		in.rec.Nlink = 2
-		in.children = map[string]uint64{}
-		in.parent = parent
-		p.rec.Nlink++
-	case in.rec.isRegular():
-		in.f = newFileData(in.rec)
-		t.files.Store(in.rec.Ino, in.f)
+	r := record{Ino: ino, Mode: n.Mode, UID: n.UID, GID: n.GID, Nlink: 1,
+		Atime: now, Mtime: now, Ctime: now, Target: n.Target}
+	switch r.Mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		r.Nlink = 2
+		pr.Nlink++
+	case syscall.S_IFCHR, syscall.S_IFBLK:
+		r.Rdev = n.Rdev
 	}
-	p.rec.Mtime, p.rec.Ctime = now, now
-	err = t.persist(ctx, func(tx store.MetaTxn) error {
-		if err := tx.Set(dentryKey(parent, name), []byte(strconv.FormatUint(in.rec.Ino, 16))); err != nil {
+	pr.Mtime, pr.Ctime = now, now
+	err = t.write(ctx, &c, func(tx store.MetaTxn) error {
+		if err := putRecord(tx, r); err != nil {
 			return err
 		}
-		return tx.Set(nextInoKey, []byte(strconv.FormatUint(t.nextIno, 10)))
-	}, in, p)
+		if err := tx.Set(dentryKey(parent, name), []byte(strconv.FormatUint(ino, 16))); err != nil {
+			return err
+		}
+		return tx.Set(nextInoKey, []byte(strconv.FormatUint(next, 10)))
+	})
 	if err != nil {
 		return Attr{}, err
 	}
-	t.inodes[in.rec.Ino] = in
-	t.setChildLocked(p, name, in.rec.Ino)
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c.apply()
+	in := &inode{rec: r}
+	switch {
+	case r.isDir():
+		in.children = map[string]uint64{}
+		in.parent = parent
+	case r.isRegular():
+		in.f = newFileData(r)
+		t.files.Store(ino, in.f)
+	}
+	t.inodes[ino] = in
+	t.setChildLocked(p, name, ino)
 	return t.attrLocked(in), nil
 }
 
@@ -436,95 +576,129 @@ func (t *Tree) Link(ctx context.Context, ino, newParent uint64, newName string) 
 	if err := checkName(newName); err != nil {
 		return Attr{}, err
 	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.mu.Lock()
+	in, p, err := t.linkTargetsLocked(ino, newParent, newName)
+	if err != nil {
+		t.mu.Unlock()
+		return Attr{}, err
+	}
+	var c change
+	now := time.Now().UnixNano()
+	ir := c.rec(in)
+	ir.Nlink++
+	ir.Ctime = now
+	pr := c.rec(p)
+	pr.Mtime, pr.Ctime = now, now
+	t.mu.Unlock()
+
+	err = t.write(ctx, &c, func(tx store.MetaTxn) error {
+		return tx.Set(dentryKey(newParent, newName), []byte(strconv.FormatUint(ino, 16)))
+	})
+	if err != nil {
+		return Attr{}, err
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	in, err := t.get(ino)
-	if err != nil {
-		return Attr{}, err
-	}
-	if in.rec.isDir() {
-		return Attr{}, ErrPermission
-	}
-	p, err := t.dir(newParent)
-	if err != nil {
-		return Attr{}, err
-	}
-	if _, ok := p.children[newName]; ok {
-		return Attr{}, ErrExist
-	}
-	now := time.Now().UnixNano()
-	in.rec.Nlink++
-	in.rec.Ctime = now
-	if in.f != nil {
-		in.f.touchCtime(now)
-	}
-	p.rec.Mtime, p.rec.Ctime = now, now
-	err = t.persist(ctx, func(tx store.MetaTxn) error {
-		return tx.Set(dentryKey(newParent, newName), []byte(strconv.FormatUint(ino, 16)))
-	}, in, p)
-	if err != nil {
-		in.rec.Nlink--
-		return Attr{}, err
-	}
+	c.apply()
 	t.setChildLocked(p, newName, ino)
 	return t.attrLocked(in), nil
+}
+
+func (t *Tree) linkTargetsLocked(ino, newParent uint64, newName string) (in, p *inode, err error) {
+	if in, err = t.get(ino); err != nil {
+		return nil, nil, err
+	}
+	if in.rec.isDir() {
+		return nil, nil, ErrPermission
+	}
+	if in.rec.Nlink == 0 {
+		return nil, nil, ErrNotExist // unlinked while open: linkat gives ENOENT
+	}
+	if p, err = t.dir(newParent); err != nil {
+		return nil, nil, err
+	}
+	if _, ok := p.children[newName]; ok {
+		return nil, nil, ErrExist
+	}
+	return in, p, nil
 }
 
 // Remove unlinks name from parent: a non-directory (dir false) or an empty
 // directory (dir true). A file still open stays readable until released.
 func (t *Tree) Remove(ctx context.Context, parent uint64, name string, dir bool) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	p, err := t.dir(parent)
+	p, in, err := t.removeTargetLocked(parent, name, dir)
 	if err != nil {
+		t.mu.Unlock()
 		return err
 	}
-	c, ok := p.children[name]
-	if !ok {
-		return ErrNotExist
-	}
-	in := t.inodes[c]
-	switch {
-	case dir && !in.rec.isDir():
-		return ErrNotDir
-	case !dir && in.rec.isDir():
-		return ErrIsDir
-	case dir && len(in.children) > 0:
-		return ErrNotEmpty
-	}
+	var c change
 	now := time.Now().UnixNano()
-	p.rec.Mtime, p.rec.Ctime = now, now
+	pr := c.rec(p)
+	pr.Mtime, pr.Ctime = now, now
+	ir := c.rec(in)
 	if dir {
-		p.rec.Nlink--
-		in.rec.Nlink = 0
+		pr.Nlink--
+		ir.Nlink = 0
 	} else {
-		in.rec.Nlink--
-		in.rec.Ctime = now
-		if in.f != nil {
-			in.f.touchCtime(now)
-		}
+		ir.Nlink--
+		ir.Ctime = now
 	}
-	gone := in.rec.Nlink == 0 && (in.opens == 0 || dir)
-	err = t.persist(ctx, func(tx store.MetaTxn) error {
+	gone := ir.Nlink == 0 && (in.opens == 0 || dir)
+	if gone {
+		c.drop(in)
+	}
+	ino := in.rec.Ino
+	t.mu.Unlock()
+
+	err = t.write(ctx, &c, func(tx store.MetaTxn) error {
 		if err := tx.Delete(dentryKey(parent, name)); err != nil {
 			return err
 		}
 		if gone {
-			return tx.Delete(inodeKey(c))
-		}
-		if in.rec.Nlink > 0 || !dir {
-			return t.putRecord(tx, in)
+			return tx.Delete(inodeKey(ino))
 		}
 		return nil
-	}, p)
+	})
 	if err != nil {
 		return err
 	}
-	t.deleteChildLocked(p, name)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c.apply()
 	if gone {
+		in.rec.Nlink = 0
+	}
+	t.deleteChildLocked(p, name)
+	// Opened meanwhile: the handle keeps it until released.
+	if in.rec.Nlink == 0 && (in.opens == 0 || dir) {
 		t.forgetLocked(in)
 	}
 	return nil
+}
+
+func (t *Tree) removeTargetLocked(parent uint64, name string, dir bool) (p, in *inode, err error) {
+	if p, err = t.dir(parent); err != nil {
+		return nil, nil, err
+	}
+	c, ok := p.children[name]
+	if !ok {
+		return nil, nil, ErrNotExist
+	}
+	in = t.inodes[c]
+	switch {
+	case dir && !in.rec.isDir():
+		return nil, nil, ErrNotDir
+	case !dir && in.rec.isDir():
+		return nil, nil, ErrIsDir
+	case dir && len(in.children) > 0:
+		return nil, nil, ErrNotEmpty
+	}
+	return p, in, nil
 }
 
 // setChildLocked names c as name in p, replacing what was there.
@@ -561,15 +735,17 @@ func (t *Tree) dropParentLocked(c, parent uint64) {
 }
 
 // invalidateLocked drops the cached DAG node of directory d and of its
-// ancestors. A changed directory's ancestors are always changed too, so the
-// walk stops at the first one already dropped.
+// ancestors, and bumps their generations so that a DAG build that read
+// them before does not install a node now stale (see Node). The walk goes
+// to the root: O(depth).
 func (t *Tree) invalidateLocked(d uint64) {
-	for first := true; ; first = false {
+	for {
 		in := t.inodes[d]
-		if in == nil || (!first && in.dirNode == nil) {
+		if in == nil {
 			return
 		}
 		in.dirNode = nil
+		in.dirGen++
 		if d == RootIno {
 			return
 		}
@@ -632,92 +808,56 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 			return err
 		}
 	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	p, err := t.dir(parent)
-	if err != nil {
+	p, np, sin, din, err := t.renameTargetsLocked(parent, name, newParent, newName, flags)
+	if err != nil || sin == nil {
+		t.mu.Unlock()
 		return err
 	}
-	np, err := t.dir(newParent)
-	if err != nil {
-		return err
-	}
-	src, ok := p.children[name]
-	if !ok {
-		return ErrNotExist
-	}
-	sin := t.inodes[src]
-	dst, exists := np.children[newName]
-	if exists && dst == src {
-		return nil // two names of one inode: POSIX says do nothing
-	}
-	if flags&RenameNoReplace != 0 && exists {
-		return ErrExist
-	}
-	if flags&RenameExchange != 0 && !exists {
-		return ErrNotExist
-	}
-	// A directory may not move below itself.
-	if sin.rec.isDir() && t.isAncestorLocked(src, newParent) {
-		return ErrInvalid
-	}
-	var din *inode
-	if exists {
-		din = t.inodes[dst]
-		if flags&RenameExchange != 0 && din.rec.isDir() && t.isAncestorLocked(dst, parent) {
-			return ErrInvalid
-		}
-		if flags&RenameExchange == 0 {
-			switch {
-			case sin.rec.isDir() && !din.rec.isDir():
-				return ErrNotDir
-			case !sin.rec.isDir() && din.rec.isDir():
-				return ErrIsDir
-			case din.rec.isDir() && len(din.children) > 0:
-				return ErrNotEmpty
-			}
-		}
-	}
+	var c change
 	now := time.Now().UnixNano()
-	p.rec.Mtime, p.rec.Ctime, np.rec.Mtime, np.rec.Ctime = now, now, now, now
-	sin.rec.Ctime = now
-	if sin.f != nil {
-		sin.f.touchCtime(now)
-	}
-	changed := []*inode{p, np, sin}
+	pr, npr := c.rec(p), c.rec(np) // one record when parent == newParent
+	pr.Mtime, pr.Ctime, npr.Mtime, npr.Ctime = now, now, now, now
+	sr := c.rec(sin)
+	sr.Ctime = now
+	src = sin.rec.Ino
+	var dst uint64
 	var gone bool
-	if flags&RenameExchange != 0 {
-		din.rec.Ctime = now
-		changed = append(changed, din)
-		if sin.rec.isDir() != din.rec.isDir() && parent != newParent {
-			if sin.rec.isDir() {
-				p.rec.Nlink--
-				np.rec.Nlink++
-			} else {
-				p.rec.Nlink++
-				np.rec.Nlink--
+	if din != nil {
+		dst = din.rec.Ino
+		dr := c.rec(din)
+		dr.Ctime = now
+		if flags&RenameExchange != 0 {
+			if sin.rec.isDir() != din.rec.isDir() && parent != newParent {
+				if sin.rec.isDir() {
+					pr.Nlink--
+					npr.Nlink++
+				} else {
+					pr.Nlink++
+					npr.Nlink--
+				}
 			}
-		}
-	} else {
-		if sin.rec.isDir() && parent != newParent {
-			p.rec.Nlink--
-			np.rec.Nlink++
-		}
-		if exists {
+		} else {
 			if din.rec.isDir() {
-				np.rec.Nlink--
-				din.rec.Nlink = 0
+				npr.Nlink--
+				dr.Nlink = 0
 			} else {
-				din.rec.Nlink--
+				dr.Nlink--
 			}
-			din.rec.Ctime = now
-			gone = din.rec.Nlink == 0 && (din.opens == 0 || din.rec.isDir())
-			if !gone {
-				changed = append(changed, din)
+			if gone = dr.Nlink == 0 && (din.opens == 0 || din.rec.isDir()); gone {
+				c.drop(din)
 			}
 		}
 	}
-	err = t.persist(ctx, func(tx store.MetaTxn) error {
+	if flags&RenameExchange == 0 && sin.rec.isDir() && parent != newParent {
+		pr.Nlink--
+		npr.Nlink++
+	}
+	t.mu.Unlock()
+
+	err = t.write(ctx, &c, func(tx store.MetaTxn) error {
 		if flags&RenameExchange != 0 {
 			if err := tx.Set(dentryKey(parent, name), []byte(strconv.FormatUint(dst, 16))); err != nil {
 				return err
@@ -732,10 +872,14 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 			return tx.Delete(inodeKey(dst))
 		}
 		return nil
-	}, changed...)
+	})
 	if err != nil {
 		return err
 	}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c.apply()
 	if flags&RenameExchange != 0 {
 		t.setChildLocked(p, name, dst)
 		t.setChildLocked(np, newName, src)
@@ -746,6 +890,9 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 		t.deleteChildLocked(p, name)
 		t.setChildLocked(np, newName, src)
 		if gone {
+			din.rec.Nlink = 0
+		}
+		if din != nil && din.rec.Nlink == 0 && (din.opens == 0 || din.rec.isDir()) {
 			t.forgetLocked(din)
 		}
 	}
@@ -753,6 +900,52 @@ func (t *Tree) Rename(ctx context.Context, parent uint64, name string, newParent
 		sin.parent = newParent
 	}
 	return nil
+}
+
+// renameTargetsLocked checks a rename and returns the inodes it touches;
+// sin nil with no error means there is nothing to do.
+func (t *Tree) renameTargetsLocked(parent uint64, name string, newParent uint64, newName string, flags uint32) (p, np, sin, din *inode, err error) {
+	if p, err = t.dir(parent); err != nil {
+		return
+	}
+	if np, err = t.dir(newParent); err != nil {
+		return
+	}
+	src, ok := p.children[name]
+	if !ok {
+		return nil, nil, nil, nil, ErrNotExist
+	}
+	sin = t.inodes[src]
+	dst, exists := np.children[newName]
+	switch {
+	case exists && dst == src:
+		return nil, nil, nil, nil, nil // two names of one inode: POSIX says do nothing
+	case flags&RenameNoReplace != 0 && exists:
+		return nil, nil, nil, nil, ErrExist
+	case flags&RenameExchange != 0 && !exists:
+		return nil, nil, nil, nil, ErrNotExist
+	case sin.rec.isDir() && t.isAncestorLocked(src, newParent):
+		return nil, nil, nil, nil, ErrInvalid // a directory may not move below itself
+	}
+	if !exists {
+		return p, np, sin, nil, nil
+	}
+	din = t.inodes[dst]
+	if flags&RenameExchange != 0 {
+		if din.rec.isDir() && t.isAncestorLocked(dst, parent) {
+			return nil, nil, nil, nil, ErrInvalid
+		}
+		return p, np, sin, din, nil
+	}
+	switch {
+	case sin.rec.isDir() && !din.rec.isDir():
+		return nil, nil, nil, nil, ErrNotDir
+	case !sin.rec.isDir() && din.rec.isDir():
+		return nil, nil, nil, nil, ErrIsDir
+	case din.rec.isDir() && len(din.children) > 0:
+		return nil, nil, nil, nil, ErrNotEmpty
+	}
+	return p, np, sin, din, nil
 }
 
 // renameSourceLocked returns the regular file a rename would put over an
@@ -790,56 +983,65 @@ type SetAttr struct {
 	Atime, Mtime *time.Time
 }
 
-// Setattr changes attributes (chmod, chown, truncate, utimens).
+// Setattr changes attributes (chmod, chown, truncate, utimens). The new
+// attributes are written first; a truncation then changes the content
+// (made durable by the next flush, like a write).
 func (t *Tree) Setattr(ctx context.Context, ino uint64, sa SetAttr) (Attr, error) {
-	if sa.Size != nil {
-		// Truncation works on the content, outside the namespace lock.
-		t.mu.Lock()
-		in, err := t.get(ino)
+	t.wmu.Lock()
+	t.mu.Lock()
+	in, err := t.get(ino)
+	if err == nil && sa.Size != nil && in.f == nil {
+		err = ErrInvalid
+		if in.rec.isDir() {
+			err = ErrIsDir
+		}
+	}
+	if err != nil {
 		t.mu.Unlock()
-		if err != nil {
-			return Attr{}, err
-		}
-		if in.f == nil {
-			if in.rec.isDir() {
-				return Attr{}, ErrIsDir
-			}
-			return Attr{}, ErrInvalid
-		}
+		t.wmu.Unlock()
+		return Attr{}, err
+	}
+	var c change
+	now := time.Now().UnixNano()
+	r := c.rec(in)
+	if sa.Mode != nil {
+		r.Mode = r.Mode&syscall.S_IFMT | *sa.Mode&07777
+	}
+	if sa.UID != nil {
+		r.UID = *sa.UID
+	}
+	if sa.GID != nil {
+		r.GID = *sa.GID
+	}
+	r.Ctime = now
+	if sa.Atime != nil {
+		r.Atime = sa.Atime.UnixNano()
+	}
+	if sa.Mtime != nil {
+		r.Mtime = sa.Mtime.UnixNano()
+	}
+	if sa.Size != nil && sa.Mtime == nil {
+		r.Mtime = now // truncate(2) changes mtime too
+	}
+	t.mu.Unlock()
+	if err := t.write(ctx, &c, nil); err != nil {
+		t.wmu.Unlock()
+		return Attr{}, err
+	}
+	t.mu.Lock()
+	c.apply()
+	if in.f != nil {
+		in.f.setTimes(sa.Atime, sa.Mtime, now)
+	}
+	t.mu.Unlock()
+	t.wmu.Unlock()
+	if sa.Size != nil {
+		// Outside the locks: a flush of this file may hold its lock a while.
 		if err := in.f.truncate(t, ino, *sa.Size); err != nil {
 			return Attr{}, err
 		}
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	in, err := t.get(ino)
-	if err != nil {
-		return Attr{}, err
-	}
-	now := time.Now().UnixNano()
-	if sa.Mode != nil {
-		in.rec.Mode = in.rec.Mode&syscall.S_IFMT | *sa.Mode&07777
-	}
-	if sa.UID != nil {
-		in.rec.UID = *sa.UID
-	}
-	if sa.GID != nil {
-		in.rec.GID = *sa.GID
-	}
-	in.rec.Ctime = now
-	if sa.Atime != nil {
-		in.rec.Atime = sa.Atime.UnixNano()
-	}
-	if sa.Mtime != nil {
-		in.rec.Mtime = sa.Mtime.UnixNano()
-	}
-	if in.f != nil {
-		in.f.setTimes(sa.Atime, sa.Mtime, now)
-	}
-	if err := t.persist(ctx, nil, in); err != nil {
-		return Attr{}, err
-	}
-	return t.attrLocked(in), nil
+	return t.Getattr(ino)
 }
 
 // Readlink returns a symlink's target.
@@ -871,18 +1073,25 @@ func (t *Tree) Opened(ino uint64) error {
 
 // Released ends a handle; the file's content is flushed by the caller first.
 func (t *Tree) Released(ctx context.Context, ino uint64) error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	in, err := t.get(ino)
 	if err != nil {
+		t.mu.Unlock()
 		return err
 	}
 	in.opens--
-	if in.opens == 0 && in.rec.Nlink == 0 {
-		t.forgetLocked(in)
-		return t.s.UpdateMeta(ctx, func(tx store.MetaTxn) error { return tx.Delete(inodeKey(ino)) })
+	if in.opens > 0 || in.rec.Nlink > 0 {
+		t.mu.Unlock()
+		return nil
 	}
-	return nil
+	// The last handle of an unlinked inode: it goes from memory whatever
+	// the write does (a record left behind names nothing, and the next
+	// mount drops it).
+	t.forgetLocked(in)
+	t.mu.Unlock()
+	return t.update(ctx, func(tx store.MetaTxn) error { return tx.Delete(inodeKey(ino)) })
 }
 
 // Statfs reports the space of the filesystem holding the repo.

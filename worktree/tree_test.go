@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
@@ -18,6 +19,12 @@ type env struct {
 	dir  string
 	s    *store.Badger
 	tree *Tree
+	// fault, when set before open, fails metadata writes (Options.MetaFault).
+	fault func() error
+	// publishEvery, when set, is the publication interval (long: only
+	// fsync, rename-over and close publish, so the writes are the same in
+	// every run).
+	publishEvery time.Duration
 }
 
 func newEnv(t *testing.T) *env {
@@ -36,7 +43,7 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	tree, err := Open(context.Background(), s, Options{Layout: unixfs.DefaultLayout(), StagingDir: filepath.Join(e.dir, "staging")})
+	tree, err := Open(context.Background(), s, Options{Layout: unixfs.DefaultLayout(), StagingDir: filepath.Join(e.dir, "staging"), MetaFault: e.fault, PublishInterval: e.publishEvery})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"strings"
+	"time"
 )
 
 // CIDXattr is the read-only extended attribute that holds the CID of a file
@@ -69,30 +70,44 @@ func (t *Tree) Setxattr(ctx context.Context, ino uint64, name string, value []by
 	if len(value) > maxXattrValue {
 		return ErrRange
 	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	in, err := t.get(ino)
 	if err != nil {
+		t.mu.Unlock()
 		return err
 	}
 	_, exists := in.rec.Xattrs[name]
 	switch {
 	case flags&XattrCreate != 0 && exists:
+		t.mu.Unlock()
 		return ErrExist
 	case flags&XattrReplace != 0 && !exists:
+		t.mu.Unlock()
 		return ErrNoAttr
 	}
-	old := in.rec.Xattrs
-	x := make(map[string][]byte, len(old)+1)
-	for k, v := range old {
+	var c change
+	r := c.rec(in)
+	x := make(map[string][]byte, len(r.Xattrs)+1)
+	for k, v := range r.Xattrs {
 		x[k] = v
 	}
 	x[name] = append([]byte(nil), value...)
-	in.rec.Xattrs = x
-	if err := t.persist(ctx, nil, in); err != nil {
-		in.rec.Xattrs = old
+	r.Xattrs = x
+	r.Ctime = time.Now().UnixNano()
+	t.mu.Unlock()
+	return t.commit(ctx, &c)
+}
+
+// commit writes a change of records alone and applies it once written.
+func (t *Tree) commit(ctx context.Context, c *change) error {
+	if err := t.write(ctx, c, nil); err != nil {
 		return err
 	}
+	t.mu.Lock()
+	c.apply()
+	t.mu.Unlock()
 	return nil
 }
 
@@ -101,28 +116,31 @@ func (t *Tree) Removexattr(ctx context.Context, ino uint64, name string) error {
 	if err := checkXattr(name); err != nil {
 		return err
 	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	in, err := t.get(ino)
+	if err == nil {
+		if _, ok := in.rec.Xattrs[name]; !ok {
+			err = ErrNoAttr
+		}
+	}
 	if err != nil {
+		t.mu.Unlock()
 		return err
 	}
-	if _, ok := in.rec.Xattrs[name]; !ok {
-		return ErrNoAttr
-	}
-	old := in.rec.Xattrs
-	x := make(map[string][]byte, len(old))
-	for k, v := range old {
+	var c change
+	r := c.rec(in)
+	x := make(map[string][]byte, len(r.Xattrs))
+	for k, v := range r.Xattrs {
 		if k != name {
 			x[k] = v
 		}
 	}
-	in.rec.Xattrs = x
-	if err := t.persist(ctx, nil, in); err != nil {
-		in.rec.Xattrs = old
-		return err
-	}
-	return nil
+	r.Xattrs = x
+	r.Ctime = time.Now().UnixNano()
+	t.mu.Unlock()
+	return t.commit(ctx, &c)
 }
 
 func checkXattr(name string) error {

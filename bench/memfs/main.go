@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/ipfrs/ipfrs-mount/bench"
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 )
 
@@ -17,7 +18,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: memfs MOUNTPOINT")
 		os.Exit(2)
 	}
-	server, err := fusefs.MountNode(os.Args[1], fusefs.NewMemFS(), fusefs.MountOptions{ReadAheadKB: 16384})
+	server, err := fusefs.MountNode(os.Args[1], bench.NewMemFS(), fusefs.MountOptions{ReadAheadKB: 16384})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "memfs:", err)
 		os.Exit(1)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/ipfrs/ipfrs-mount/bench"
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 )
 
@@ -103,7 +104,7 @@ func (a *app) bench(ctx context.Context, f *benchFlags) error {
 	}
 
 	// The baseline: the same bytes in memory behind the same mount options.
-	mem, err := fusefs.MountNode(e.memMnt, fusefs.NewMemFS(), fusefs.MountOptions{ReadAheadKB: 16384})
+	mem, err := fusefs.MountNode(e.memMnt, bench.NewMemFS(), fusefs.MountOptions{ReadAheadKB: 16384})
 	if err != nil {
 		return err
 	}

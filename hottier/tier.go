@@ -1,4 +1,4 @@
-// Package mmapio is the hot tier: flat copies of hot files on local disk,
+// Package hottier is the hot tier: flat copies of hot files on local disk,
 // one file per content key (<dir>/<key>), within a size budget with
 // least-recently-used eviction. A flat copy is what the kernel needs to
 // pass reads and mmap of a FUSE file straight through to a backing file,
@@ -8,7 +8,7 @@
 // never leaves a partial copy under a key. Copies found in the directory
 // when the tier opens are checked (by a function the caller gives) before
 // they are used again.
-package mmapio
+package hottier
 
 import (
 	"container/list"

@@ -1,4 +1,6 @@
-package fusefs
+// Package bench holds what benchmarks compare against: an in-memory
+// go-fuse file system mounted with the working tree's own options.
+package bench
 
 import (
 	"context"

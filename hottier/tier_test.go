@@ -1,4 +1,4 @@
-package mmapio
+package hottier
 
 import (
 	"bytes"
