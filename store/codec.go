@@ -21,6 +21,7 @@ const (
 	compZstd = 1 // plain zstd
 	compBG2  = 2 // byte-grouped 2-byte elements: 2+phase
 	compBG4  = 4 // byte-grouped 4-byte elements: 4+phase
+	compBG8  = 9 // byte-grouped 8-byte elements (F64, I64), phase 0 only (8 is compDelta)
 )
 
 // minSaving: a compressed payload is kept only if it saves this fraction;
@@ -53,6 +54,11 @@ func compTag(elem, phase int) byte {
 		return byte(compBG2 + phase%2)
 	case 4:
 		return byte(compBG4 + phase%4)
+	case 8:
+		if phase%8 == 0 {
+			return compBG8
+		}
+		return compZstd
 	default:
 		return compZstd
 	}
@@ -60,6 +66,8 @@ func compTag(elem, phase int) byte {
 
 func tagLayout(tag byte) (elem, phase int) {
 	switch {
+	case tag == compBG8:
+		return 8, 0
 	case tag >= compBG4 && tag < compBG4+4:
 		return 4, int(tag - compBG4)
 	case tag >= compBG2 && tag < compBG2+2:
@@ -154,13 +162,17 @@ func (c *codec) Encode(data []byte, elem, phase int) (payload []byte, tag byte, 
 const huffPiece = 128 << 10
 
 // encodePlanes appends each piece of each plane as [mode][raw len u32]
-// [coded len u32][bytes]; mode 0 raw, 1 huff0 4X.
+// [coded len u32][bytes]; mode 0 raw, 1 huff0 4X, 2 one byte repeated.
 func encodePlanes(dst, grouped []byte) []byte {
 	s := huff0.Scratch{Reuse: huff0.ReusePolicyNone} // every piece carries its table
 	for off := 0; off < len(grouped); off += huffPiece {
 		piece := grouped[off:min(off+huffPiece, len(grouped))]
 		mode, body := byte(0), piece
-		if out, _, err := huff0.Compress4X(piece, &s); err == nil && len(out) < len(piece) {
+		out, _, err := huff0.Compress4X(piece, &s)
+		switch {
+		case errors.Is(err, huff0.ErrUseRLE):
+			mode, body = 2, piece[:1] // one byte value throughout (a delta's unchanged plane)
+		case err == nil && len(out) < len(piece):
 			mode, body = 1, out
 		}
 		dst = append(dst, mode)
@@ -203,6 +215,13 @@ func decodePlanes(dst, payload []byte) ([]byte, error) {
 				return nil, fmt.Errorf("store: plane: %v", err)
 			}
 			dst = dst[:len(dst)+rawLen]
+		case 2:
+			if n != 1 {
+				return nil, errors.New("store: bad repeated plane")
+			}
+			for range rawLen {
+				dst = append(dst, body[0])
+			}
 		default:
 			return nil, fmt.Errorf("store: unknown plane mode %d", mode)
 		}
