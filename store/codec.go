@@ -80,6 +80,18 @@ func tagLayout(tag byte) (elem, phase int) {
 // group writes data's bytes plane by plane into dst: byte i goes to plane
 // (i+phase) mod elem.
 func group(dst, data []byte, elem, phase int) []byte {
+	if phase%elem == 0 && (elem == 2 || elem == 4 && len(data)%4 == 0) {
+		if cap(dst) < len(data) {
+			dst = make([]byte, len(data))
+		}
+		dst = dst[:len(data)]
+		if elem == 2 {
+			group2(dst, data)
+		} else {
+			group4(dst, data)
+		}
+		return dst
+	}
 	dst = dst[:0]
 	for k := range elem {
 		for i := (k - phase%elem + elem) % elem; i < len(data); i += elem {
@@ -87,6 +99,39 @@ func group(dst, data []byte, elem, phase int) []byte {
 		}
 	}
 	return dst
+}
+
+// group2 is group of 2-byte elements at phase 0 (bf16, f16: most weights),
+// eight bytes at a time.
+func group2(dst, data []byte) {
+	half := (len(data) + 1) / 2
+	even, odd := dst[:half], dst[half:len(data)]
+	i := 0
+	for ; i+8 <= len(data); i += 8 {
+		v := binary.LittleEndian.Uint64(data[i:])
+		e, o := v&0x00ff00ff00ff00ff, v>>8&0x00ff00ff00ff00ff
+		e = (e | e>>8) & 0x0000ffff0000ffff
+		o = (o | o>>8) & 0x0000ffff0000ffff
+		binary.LittleEndian.PutUint32(even[i/2:], uint32(e|e>>16))
+		binary.LittleEndian.PutUint32(odd[i/2:], uint32(o|o>>16))
+	}
+	for ; i < len(data); i++ {
+		if i%2 == 0 {
+			even[i/2] = data[i]
+		} else {
+			odd[i/2] = data[i]
+		}
+	}
+}
+
+// group4 is group of whole 4-byte elements at phase 0 (f32).
+func group4(dst, data []byte) {
+	n := len(data) / 4
+	p0, p1, p2, p3 := dst[:n], dst[n:2*n], dst[2*n:3*n], dst[3*n:4*n]
+	for i := range n {
+		e := data[4*i : 4*i+4 : 4*i+4]
+		p0[i], p1[i], p2[i], p3[i] = e[0], e[1], e[2], e[3]
+	}
 }
 
 // ungroup reverses group. Two-byte elements (bf16, f16: most weights)
