@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ipfrs/ipfrs-mount/deltabase"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
@@ -54,7 +55,8 @@ type Tree struct {
 
 	pub       publisher
 	onReplace func(names []string)
-	encoder   unixfs.Encoder // nil: no compression
+	encoder   unixfs.Encoder   // nil: no compression
+	bases     *deltabase.Index // delta bases of tensors; nil without compression
 
 	tables     tableCache    // tensor tables of safetensors files
 	tableSlots chan struct{} // bounds header reads in flight
@@ -114,7 +116,7 @@ func Open(ctx context.Context, s *store.Badger, o Options) (*Tree, error) {
 	t := &Tree{s: s, layout: o.Layout, stage: o.StagingDir, log: o.Logger, inodes: map[uint64]*inode{}, nextIno: RootIno + 1,
 		changed: map[uint64]struct{}{}, unflushed: map[uint64]struct{}{}, tableSlots: make(chan struct{}, 2)}
 	if o.Compress {
-		t.encoder = s
+		t.encoder, t.bases = s, deltabase.New(s)
 	}
 	if err := t.load(ctx); err != nil {
 		return nil, err
