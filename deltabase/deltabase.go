@@ -25,6 +25,7 @@ import (
 
 	"github.com/ipfrs/ipfrs-mount/safetensors"
 	"github.com/ipfrs/ipfrs-mount/store"
+	"github.com/ipfrs/ipfrs-mount/torchzip"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
 
@@ -92,11 +93,15 @@ func describe(peek func(n int) ([]byte, error)) ([]unixfs.Segment, []part) {
 
 // Cuts is a unixfs.CutFinder: the segments of a safetensors file, each
 // tensor's carrying the leaves of the same tensor in the latest file that
-// had it, as bases for the chunks written now.
+// had it, as bases for the chunks written now; those of a torch.save file
+// (see torchzip); nil for other files.
 func (x *Index) Cuts(peek func(n int) ([]byte, error)) []unixfs.Segment {
 	segs, parts := describe(peek)
 	if segs == nil {
-		return nil
+		// torch.save archives: compressed by their storages' float type
+		// (their entry boundaries are not known from the head, so no
+		// deltas).
+		return torchzip.FindSegments(peek)
 	}
 	pi := 0
 	for i := range segs {

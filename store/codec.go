@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/klauspost/compress/fse"
 	"github.com/klauspost/compress/huff0"
 	"github.com/klauspost/compress/zstd"
 )
@@ -207,9 +208,11 @@ func (c *codec) Encode(data []byte, elem, phase int) (payload []byte, tag byte, 
 const huffPiece = 128 << 10
 
 // encodePlanes appends each piece of each plane as [mode][raw len u32]
-// [coded len u32][bytes]; mode 0 raw, 1 huff0 4X, 2 one byte repeated.
+// [coded len u32][bytes]; mode 0 raw, 1 huff0 4X, 2 one byte repeated,
+// 3 FSE (tANS, which codes a very frequent byte in under a bit).
 func encodePlanes(dst, grouped []byte) []byte {
 	s := huff0.Scratch{Reuse: huff0.ReusePolicyNone} // every piece carries its table
+	var fs fse.Scratch
 	for off := 0; off < len(grouped); off += huffPiece {
 		piece := grouped[off:min(off+huffPiece, len(grouped))]
 		mode, body := byte(0), piece
@@ -219,6 +222,14 @@ func encodePlanes(dst, grouped []byte) []byte {
 			mode, body = 2, piece[:1] // one byte value throughout (a delta's unchanged plane)
 		case err == nil && len(out) < len(piece):
 			mode, body = 1, out
+			if len(out) < len(piece)/5 {
+				// Near Huffman's floor of one bit a byte (the mostly
+				// zero planes of a delta): FSE goes below it.
+				fs.Out = nil
+				if f, err := fse.Compress(piece, &fs); err == nil && len(f) < len(out) {
+					mode, body = 3, f
+				}
+			}
 		}
 		dst = append(dst, mode)
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(piece)))
@@ -260,6 +271,13 @@ func decodePlanes(dst, payload []byte) ([]byte, error) {
 				return nil, fmt.Errorf("store: plane: %v", err)
 			}
 			dst = dst[:len(dst)+rawLen]
+		case 3:
+			fs := fse.Scratch{DecompressLimit: rawLen}
+			out, err := fse.Decompress(body, &fs)
+			if err != nil || len(out) != rawLen {
+				return nil, fmt.Errorf("store: plane: %d bytes of %d: %v", len(out), rawLen, err)
+			}
+			dst = append(dst, out...)
 		case 2:
 			if n != 1 {
 				return nil, errors.New("store: bad repeated plane")
