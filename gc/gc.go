@@ -134,6 +134,11 @@ func (col *Collector) Run(ctx context.Context, o Options) (Report, error) {
 		if cutoff, ageKnown, err = s.VersionBefore(ctx, time.Now().Add(-o.MinAge)); err != nil {
 			return rep, err
 		}
+		// Blocks written since the last marker become old enough at a
+		// later run only if a marker follows them, writes or not.
+		if err := s.MarkClock(ctx); err != nil {
+			return rep, err
+		}
 	}
 	type cand struct {
 		c       cid.Cid

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/gc"
@@ -33,6 +36,7 @@ type mountFlags struct {
 	logLevel          string
 	metricsAddr       string
 	gcInterval        time.Duration
+	gcMinAge          time.Duration
 	gcTargetSize      string
 	prefetch          bool
 	prefetchBudget    string
@@ -62,7 +66,8 @@ func mountCommand() *command {
 			fs.BoolVar(&f.hashReads, "hash-reads", false, "hash every block against its CID on its first read, instead of trusting the store's CRC32C of it")
 			fs.BoolVar(&f.prefetch, "prefetch", true, "read ahead of sequential readers and whole tensors, in parallel")
 			fs.StringVar(&f.prefetchBudget, "prefetch-budget", "256MiB", "bytes read ahead of all readers together")
-			fs.DurationVar(&f.gcInterval, "gc-interval", 0, "collect garbage every DURATION (0: only when gc is run)")
+			fs.DurationVar(&f.gcInterval, "gc-interval", time.Minute, "collect garbage in the background every DURATION, at low CPU and I/O priority, when blocks were written since the last time (0: only when gc is run)")
+			fs.DurationVar(&f.gcMinAge, "gc-min-age", time.Minute, "background GC keeps unreachable blocks younger than DURATION")
 			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
 			fs.StringVar(&f.gateway, "gateway", "", "also serve the repo as an IPFS trustless gateway on ADDR (like 'serve --gateway')")
 			f.remote.add(fs)
@@ -246,7 +251,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	if f.gcInterval > 0 {
 		target, _ := humanize.ParseBytes(f.gcTargetSize)
-		go a.autoGC(ctx, r, tree, gcs, f.gcInterval, int64(target))
+		go a.autoGC(ctx, r, tree, gcs, f.gcInterval, f.gcMinAge, int64(target))
 	}
 	go func() {
 		<-ctx.Done()
@@ -275,22 +280,31 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 }
 
 // autoGC collects garbage every interval (only above target when it is
-// positive).
-func (a *app) autoGC(ctx context.Context, r *repo, tree *worktree.Tree, gcs *gcRecord, every time.Duration, target int64) {
+// positive) when blocks were written since the last run or it kept some
+// for being young, keeping blocks younger than minAge, on a thread of the lowest CPU and I/O priority.
+func (a *app) autoGC(ctx context.Context, r *repo, tree *worktree.Tree, gcs *gcRecord, every, minAge time.Duration, target int64) {
+	lowPriority(a.log)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	d := &app{env: env{shared: r, tree: tree}, log: a.log}
+	lastPuts, waiting := int64(-1), false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			rep, err := d.collector(r).Run(ctx, gc.Options{TargetSize: target})
+			puts := r.store.Counters().Puts
+			if puts == lastPuts && !waiting && target == 0 {
+				continue // nothing written, nothing left young: no new garbage
+			}
+			lastPuts = puts
+			rep, err := d.collector(r).Run(ctx, gc.Options{TargetSize: target, MinAge: minAge})
 			switch {
 			case errors.Is(err, store.ErrGCRunning):
 			case err != nil && ctx.Err() == nil:
 				a.log.Error("gc", "err", err)
 			case err == nil:
+				waiting = rep.KeptYoung > 0 || rep.KeptLive > 0
 				gcs.add(rep)
 				if rep.Removed > 0 {
 					a.log.Info("gc", "removed", rep.Removed, "bytes", rep.RemovedBytes, "disk_after", rep.DiskAfter)
@@ -326,4 +340,21 @@ func (c prefetchCounters) CacheCounters() metrics.CacheCounters {
 	s := c.p.Stats()
 	return metrics.CacheCounters{Hits: s.Hits, Misses: s.Misses,
 		PrefetchedBytes: s.Issued * s.Unit, PrefetchUsedBytes: s.Useful * s.Unit}
+}
+
+// lowPriority locks the calling goroutine to its thread and gives that
+// thread the lowest CPU priority (nice 19) and the idle I/O class, so that
+// background work yields to readers and writers. Threads the runtime starts
+// later do not inherit it (a locked thread has them made by the runtime's
+// template thread).
+func lowPriority(log *slog.Logger) {
+	runtime.LockOSThread()
+	tid := unix.Gettid()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, 19); err != nil {
+		log.Debug("background gc: nice", "err", err)
+	}
+	const whoProcess, classIdle = 1, 3
+	if _, _, e := unix.Syscall(unix.SYS_IOPRIO_SET, whoProcess, uintptr(tid), classIdle<<13); e != 0 {
+		log.Debug("background gc: ioprio", "err", e)
+	}
 }
