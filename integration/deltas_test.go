@@ -2,11 +2,14 @@ package integration
 
 import (
 	"bytes"
+	bin "encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +168,136 @@ func TestRewritesDoNotGrowTheRepo(t *testing.T) {
 	}
 	if !bytes.Equal(got, model) {
 		t.Fatal("the file differs from what was written")
+	}
+}
+
+// checkpointFile returns a safetensors file of bf16 weights after step
+// small training steps (the same tensors, names and shapes every step).
+func checkpointFile(t *testing.T, step int) []byte {
+	t.Helper()
+	names := []string{"layer.0.weight", "layer.1.weight", "norm.weight"}
+	counts := []int{1536 * 1024, 640 * 1024, 1024}
+	shapes := []string{"[1536,1024]", "[640,1024]", "[1024]"}
+	rng := rand.New(rand.NewPCG(9, 9))
+	var header []string
+	var data []byte
+	for i, n := range counts {
+		w := make([]float64, n)
+		for k := range w {
+			w[k] = rng.NormFloat64() * 0.02
+		}
+		for s := range step {
+			noise := rand.New(rand.NewPCG(uint64(i), uint64(s)))
+			for k := range w {
+				w[k] += noise.NormFloat64() * 2e-4
+			}
+		}
+		start := len(data)
+		for _, x := range w {
+			bits := math.Float32bits(float32(x)) >> 16
+			data = append(data, byte(bits), byte(bits>>8))
+		}
+		header = append(header, fmt.Sprintf(`%q:{"dtype":"BF16","shape":%s,"data_offsets":[%d,%d]}`, names[i], shapes[i], start, len(data)))
+	}
+	h := []byte("{" + strings.Join(header, ",") + "}")
+	for len(h)%8 != 0 {
+		h = append(h, ' ')
+	}
+	out := bin.LittleEndian.AppendUint64(nil, uint64(len(h)))
+	return append(append(out, h...), data...)
+}
+
+// Checkpoints added one after another are stored as deltas; exported as a
+// CAR, the latest imports into a fresh repo with the same CIDs and bytes
+// (blocks leave the store raw); --profile kubo CIDs do not change.
+func TestDeltaStoredCheckpointsExportAndImport(t *testing.T) {
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	plain := filepath.Join(dir, "plain")
+	var roots []string
+	var raw int64
+	for step := range 4 {
+		p := filepath.Join(dir, fmt.Sprintf("ckpt-%d.safetensors", step))
+		data := checkpointFile(t, step)
+		writeFile(t, p, data)
+		raw += int64(len(data))
+		roots = append(roots, strings.TrimSpace(must(t, repo, "add", "-Q", p)))
+		if got := strings.TrimSpace(must(t, plain, "add", "-Q", "--compress=false", p)); got != roots[step] {
+			t.Fatalf("step %d: CID %s with deltas, %s without", step, roots[step], got)
+		}
+	}
+	withDeltas, without := repoStat(t, repo).StoredBytes, repoStat(t, plain).StoredBytes
+	t.Logf("4 checkpoints of %d bytes: stored %d with deltas, %d without", raw, withDeltas, without)
+	if withDeltas*2 > without {
+		t.Errorf("deltas stored %d bytes, not under half of %d", withDeltas, without)
+	}
+	car := filepath.Join(dir, "latest.car")
+	must(t, repo, "export", roots[3], "-o", car)
+	fresh := filepath.Join(dir, "fresh")
+	if out := must(t, fresh, "import", car); out != roots[3]+"\n" {
+		t.Fatalf("import printed %q, want %s", out, roots[3])
+	}
+	if got := must(t, fresh, "cat", roots[3]); got != string(checkpointFile(t, 3)) {
+		t.Fatal("the imported checkpoint differs")
+	}
+	must(t, fresh, "verify")
+	must(t, repo, "verify")
+	kubo := strings.TrimSpace(must(t, repo, "add", "-Q", "--profile", "kubo", filepath.Join(dir, "ckpt-3.safetensors")))
+	if want := strings.TrimSpace(must(t, plain, "add", "-Q", "--profile", "kubo", "--compress=false", filepath.Join(dir, "ckpt-3.safetensors"))); kubo != want {
+		t.Fatalf("--profile kubo: %s with compression, %s without", kubo, want)
+	}
+}
+
+// A damaged base fails every read of the blocks stored against it, and
+// verify names the base and each delta of it.
+func TestDamagedDeltaBase(t *testing.T) {
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	base, next := checkpointFile(t, 0), checkpointFile(t, 1)
+	writeFile(t, filepath.Join(dir, "a.safetensors"), base)
+	writeFile(t, filepath.Join(dir, "b.safetensors"), next)
+	// The base stored plainly, so that its bytes can be found on disk.
+	must(t, repo, "add", "-Q", "--compress=false", filepath.Join(dir, "a.safetensors"))
+	// Record it as the base of its tensors (a plain add does not).
+	must(t, repo, "add", "-Q", filepath.Join(dir, "a.safetensors"))
+	b := strings.TrimSpace(must(t, repo, "add", "-Q", filepath.Join(dir, "b.safetensors")))
+	must(t, repo, "verify")
+	hdr := int(bin.LittleEndian.Uint64(base)) + 8
+	probe := base[hdr+(1<<20)+4096 : hdr+(1<<20)+4096+64] // inside the second chunk of the first tensor
+	vlogs, _ := filepath.Glob(filepath.Join(repo, "blocks", "*.vlog"))
+	altered := false
+	for _, v := range vlogs {
+		data, err := os.ReadFile(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(data, probe); i >= 0 {
+			data[i+5] ^= 0x10
+			if err := os.WriteFile(v, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			altered = true
+			break
+		}
+	}
+	if !altered {
+		t.Fatal("the base's bytes are not in the value log")
+	}
+	r := ipfrs(t, repo, "verify")
+	deltaOf := regexp.MustCompile(`corrupt (\S+) \(stored as a delta of (\S+)\)`).FindAllStringSubmatch(r.stdout, -1)
+	if r.err == nil || len(deltaOf) == 0 {
+		t.Fatalf("verify: err %v\n%s", r.err, r.stdout)
+	}
+	for _, m := range deltaOf {
+		if !strings.Contains(r.stdout, "corrupt "+m[2]+"\n") {
+			t.Errorf("verify names %s as the damaged base of %s, but not as corrupt itself:\n%s", m[2], m[1], r.stdout)
+		}
+	}
+	r = ipfrs(t, repo, "cat", b)
+	if r.err == nil || !strings.Contains(r.stderr, "delta base") {
+		t.Fatalf("cat of a file stored against a damaged base: err %v stderr %q", r.err, r.stderr)
+	}
+	if !bytes.HasPrefix(next, []byte(r.stdout)) {
+		t.Fatal("cat wrote bytes that are not the file's")
 	}
 }
