@@ -185,7 +185,7 @@ func (s *Badger) EncodeWithBase(data []byte, base cid.Cid, elem, phase int) (pay
 		}
 		return errSizeMismatch
 	})
-	if err != nil || xor == nil {
+	if err != nil || xor == nil || !deltaLikely(xor) {
 		return plain()
 	}
 	inner, itag, iok := s.codec.Encode(xor, elem, phase)
@@ -263,4 +263,20 @@ func (s *Badger) DeltaBases(ctx context.Context, fn func(delta, base cid.Cid) er
 		}
 		return nil
 	})
+}
+
+// deltaLikely looks at a sample of a XOR: a delta pays when most bytes of
+// the elements did not change (a training step leaves the sign and
+// exponent bytes of nearly every weight as they were). Below a quarter of
+// zero bytes (a retrained or unrelated tensor) it is not worth coding.
+func deltaLikely(xor []byte) bool {
+	const sample = 16 << 10
+	b := xor[:min(len(xor), sample)]
+	zeros := 0
+	for _, v := range b {
+		if v == 0 {
+			zeros++
+		}
+	}
+	return zeros*4 >= len(b)
 }

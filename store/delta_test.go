@@ -323,3 +323,21 @@ func TestDeltaRecordGoesWithTheBlock(t *testing.T) {
 		t.Fatalf("delta record outlives its block: %v %v", ok, err)
 	}
 }
+
+// A base that is a different tensor (retrained, or unrelated) is not used:
+// the block is stored by itself.
+func TestUnrelatedBaseIsNotUsed(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, Options{})
+	dt := dtypeCases[0]
+	a := checkpoints(dt, 512<<10, 1, 1)[0]
+	b := checkpoints(dt, 512<<10, 1, 2)[0]
+	base, _ := putWithBase(t, s, a, cid.Undef, dt.elem)
+	c, tag := putWithBase(t, s, b, base, dt.elem)
+	if tag == compDelta {
+		t.Fatal("stored as a delta of an unrelated block")
+	}
+	if got, err := s.Get(ctx, c); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("read back: %v", err)
+	}
+}
