@@ -225,7 +225,6 @@ func encodePlanes(dst, grouped []byte) []byte {
 			if len(out) < len(piece)/5 {
 				// Near Huffman's floor of one bit a byte (the mostly
 				// zero planes of a delta): FSE goes below it.
-				fs.Out = nil
 				if f, err := fse.Compress(piece, &fs); err == nil && len(f) < len(out) {
 					mode, body = 3, f
 				}
@@ -272,12 +271,19 @@ func decodePlanes(dst, payload []byte) ([]byte, error) {
 			}
 			dst = dst[:len(dst)+rawLen]
 		case 3:
-			fs := fse.Scratch{DecompressLimit: rawLen}
+			if cap(dst)-len(dst) < rawLen {
+				dst = append(make([]byte, 0, 2*cap(dst)+rawLen), dst...)
+			}
+			// Decoded in place, into dst's spare room.
+			fs := fse.Scratch{DecompressLimit: rawLen, Out: dst[len(dst):len(dst):len(dst)+rawLen]}
 			out, err := fse.Decompress(body, &fs)
 			if err != nil || len(out) != rawLen {
 				return nil, fmt.Errorf("store: plane: %d bytes of %d: %v", len(out), rawLen, err)
 			}
-			dst = append(dst, out...)
+			if &out[0] != &dst[len(dst):cap(dst)][0] {
+				copy(dst[len(dst):len(dst)+rawLen], out)
+			}
+			dst = dst[:len(dst)+rawLen]
 		case 2:
 			if n != 1 {
 				return nil, errors.New("store: bad repeated plane")
