@@ -275,7 +275,7 @@ func decodePlanes(dst, payload []byte) ([]byte, error) {
 				dst = append(make([]byte, 0, 2*cap(dst)+rawLen), dst...)
 			}
 			// Decoded in place, into dst's spare room.
-			fs := fse.Scratch{DecompressLimit: rawLen, Out: dst[len(dst):len(dst):len(dst)+rawLen]}
+			fs := fse.Scratch{DecompressLimit: rawLen, Out: dst[len(dst) : len(dst) : len(dst)+rawLen]}
 			out, err := fse.Decompress(body, &fs)
 			if err != nil || len(out) != rawLen {
 				return nil, fmt.Errorf("store: plane: %d bytes of %d: %v", len(out), rawLen, err)
