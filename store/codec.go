@@ -191,16 +191,21 @@ func (c *codec) Encode(data []byte, elem, phase int) (payload []byte, tag byte, 
 	}
 	c.init()
 	tag = compTag(elem, phase)
+	// Work in pooled buffers (fresh megabytes cost page faults and
+	// zeroing); the payload is copied out at its final size.
+	a, p := c.buf(), c.buf()
+	defer c.bufs.Put(a)
+	defer c.bufs.Put(p)
 	if elem, phase := tagLayout(tag); elem > 1 {
-		grouped := group(make([]byte, 0, len(data)), data, elem, phase)
-		payload = encodePlanes(make([]byte, 0, len(data)), grouped)
+		*a = group((*a)[:0], data, elem, phase)
+		*p = encodePlanes((*p)[:0], *a)
 	} else {
-		payload = c.enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+		*p = c.enc.EncodeAll(data, (*p)[:0])
 	}
-	if float64(len(payload)) > float64(len(data))*(1-minSaving) {
+	if float64(len(*p)) > float64(len(data))*(1-minSaving) {
 		return nil, 0, false
 	}
-	return payload, tag, true
+	return append([]byte(nil), *p...), tag, true
 }
 
 // huffPiece is the size of the pieces planes are Huffman-coded in
@@ -216,18 +221,20 @@ func encodePlanes(dst, grouped []byte) []byte {
 	for off := 0; off < len(grouped); off += huffPiece {
 		piece := grouped[off:min(off+huffPiece, len(grouped))]
 		mode, body := byte(0), piece
-		out, _, err := huff0.Compress4X(piece, &s)
-		switch {
-		case errors.Is(err, huff0.ErrUseRLE):
-			mode, body = 2, piece[:1] // one byte value throughout (a delta's unchanged plane)
-		case err == nil && len(out) < len(piece):
-			mode, body = 1, out
-			if len(out) < len(piece)/5 {
-				// Near Huffman's floor of one bit a byte (the mostly
-				// zero planes of a delta): FSE goes below it.
-				if f, err := fse.Compress(piece, &fs); err == nil && len(f) < len(out) {
-					mode, body = 3, f
-				}
+		// One byte value in four fifths of the piece or more (the mostly
+		// zero planes of a delta): near Huffman's floor of one bit a
+		// byte, where FSE goes below it. Otherwise Huffman, which
+		// decodes faster.
+		if top := topCount(piece); top == len(piece) {
+			mode, body = 2, piece[:1] // one byte value throughout
+		} else if 5*top >= 4*len(piece) {
+			if f, err := fse.Compress(piece, &fs); err == nil && len(f) < len(piece) {
+				mode, body = 3, f
+			}
+		}
+		if mode == 0 {
+			if out, _, err := huff0.Compress4X(piece, &s); err == nil && len(out) < len(piece) {
+				mode, body = 1, out
 			}
 		}
 		dst = append(dst, mode)
@@ -236,6 +243,26 @@ func encodePlanes(dst, grouped []byte) []byte {
 		dst = append(dst, body...)
 	}
 	return dst
+}
+
+// topCount returns how often the most frequent byte value occurs in b.
+func topCount(b []byte) int {
+	var h [4][256]uint32 // four tables: fewer stalls on repeated values
+	i := 0
+	for ; i+4 <= len(b); i += 4 {
+		h[0][b[i]]++
+		h[1][b[i+1]]++
+		h[2][b[i+2]]++
+		h[3][b[i+3]]++
+	}
+	for ; i < len(b); i++ {
+		h[0][b[i]]++
+	}
+	top := uint32(0)
+	for v := range 256 {
+		top = max(top, h[0][v]+h[1][v]+h[2][v]+h[3][v])
+	}
+	return int(top)
 }
 
 // decodePlanes reverses encodePlanes into dst.

@@ -42,12 +42,19 @@ func BenchmarkEncodeWithBaseBF16(b *testing.B) {
 	s := openTemp(b, Options{})
 	vs := checkpoints(dtypeCases[0], 1<<19, 2, 1)
 	base := blockOf(cid.Raw, vs[0]).CID
-	if err := s.Put(b.Context(), base, vs[0]); err != nil {
+	p, tag, _ := s.Encode(vs[0], 2, 0) // stored compressed, as by default
+	bt := s.NewBatch()
+	if err := bt.PutEncoded(b.Context(), base, p, tag, len(vs[0])); err != nil {
+		b.Fatal(err)
+	}
+	if err := bt.Close(); err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(vs[1])))
 	for b.Loop() {
-		s.EncodeWithBase(vs[1], base, 2, 0)
+		if _, tag, _ := s.EncodeWithBase(vs[1], base, 2, 0); tag != compDelta {
+			b.Fatal("not a delta")
+		}
 	}
 }
 

@@ -145,10 +145,12 @@ func (s *Badger) EncodeWithBase(data []byte, base cid.Cid, elem, phase int) (pay
 	}
 	s.codec.init()
 	var (
-		xor   []byte
-		depth int
-		bh    = base.Hash()
+		xor     []byte
+		release = func() {}
+		depth   int
+		bh      = base.Hash()
 	)
+	defer func() { release() }()
 	err := s.db.View(func(txn *badger.Txn) error {
 		rebase := false
 		for range MaxDeltaChain + 1 {
@@ -178,8 +180,13 @@ func (s *Badger) EncodeWithBase(data []byte, base cid.Cid, elem, phase int) (pay
 				if len(b) != len(data) {
 					return errSizeMismatch
 				}
-				xor = make([]byte, len(data))
+				xp := s.codec.buf()
+				if cap(*xp) < len(data) {
+					*xp = make([]byte, len(data))
+				}
+				xor = (*xp)[:len(data)]
 				subtle.XORBytes(xor, data, b)
+				release = func() { s.codec.bufs.Put(xp) }
 				return nil
 			})
 		}
