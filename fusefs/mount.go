@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/ipfs/go-cid"
 	"golang.org/x/sys/unix"
 
 	"github.com/ipfrs/ipfrs-mount/prefetch"
@@ -21,11 +23,10 @@ import (
 
 // MountOptions configures Mount.
 type MountOptions struct {
-	// History, Blocks and Chunker serve .versions; without History there
-	// is no .versions directory.
-	History *versions.History
+	// History and Blocks serve .versions; without History there is no
+	// .versions directory.
+	History History
 	Blocks  unixfs.BlockViewer
-	Chunker string // recorded in commits made by mkdir .versions/tags/NAME
 	// Store serves the listing of .blocks and protects DAGs open under
 	// .ipfs and .versions from garbage collection; may be nil.
 	Store *store.Badger
@@ -47,13 +48,28 @@ type MountOptions struct {
 	Hot *Hot
 }
 
+// History is the repo's history as .versions serves it. It must be the
+// repo's one history, so that a tag made by mkdir is in step with every
+// other commit and ref change.
+type History interface {
+	Head(ctx context.Context) (branch string, commit cid.Cid, err error)
+	Get(ctx context.Context, c cid.Cid) (versions.Commit, error)
+	Log(ctx context.Context, from cid.Cid, fn func(versions.Commit) error) error
+	Branches(ctx context.Context) (map[string]cid.Cid, error)
+	Tags(ctx context.Context) (map[string]cid.Cid, error)
+	Commits(ctx context.Context, fn func(cid.Cid) error) error
+	// TagTree tags the working tree as name, committing it first when it
+	// changed since HEAD's commit, and returns the tagged commit.
+	TagTree(ctx context.Context, name string) (cid.Cid, error)
+}
+
 // Mount serves tree at mountpoint and returns once the mount answers. The
 // caller waits on the server and unmounts it.
 func Mount(mountpoint string, tree *worktree.Tree, o MountOptions) (*fuse.Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, store: o.Store, chunker: o.Chunker, log: o.Logger,
+	m := &mountState{tree: tree, history: o.History, blocks: o.Blocks, store: o.Store, log: o.Logger,
 		prefetch: o.Prefetch, hot: o.Hot, headerSlots: make(chan struct{}, 2)}
 	root := &Node{tree: tree, log: o.Logger, m: m}
 	server, err := MountNode(mountpoint, root, o)
@@ -123,10 +139,9 @@ func MountNode(mountpoint string, root fs.InodeEmbedder, o MountOptions) (*fuse.
 // mountState is what every node of one mount shares.
 type mountState struct {
 	tree     *worktree.Tree
-	history  *versions.History
+	history  History
 	blocks   unixfs.BlockViewer
 	store    *store.Badger
-	chunker  string
 	log      *slog.Logger
 	prefetch *prefetch.Prefetcher // nil: no read-ahead of our own
 	hot      *Hot                 // nil: no hot tier

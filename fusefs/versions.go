@@ -248,10 +248,7 @@ func (d *refDir) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.
 	if err := versions.ValidName(name); err != nil {
 		return nil, syscall.EINVAL
 	}
-	c, err := d.m.commit(ctx, "tag "+name)
-	if err == nil {
-		err = d.m.history.SetTag(ctx, name, c)
-	}
+	c, err := d.m.history.TagTree(ctx, name)
 	if errors.Is(err, versions.ErrExists) {
 		return nil, syscall.EEXIST
 	}
@@ -284,21 +281,6 @@ func (m *mountState) commitTree(ctx context.Context, parent *fs.Inode, key strin
 	}
 	ch.Operations().(*dagNode).fill(&out.Attr)
 	return ch, 0
-}
-
-// commit records the working tree, or returns HEAD's commit when nothing
-// changed.
-func (m *mountState) commit(ctx context.Context, msg string) (cid.Cid, error) {
-	root, err := m.tree.Root(ctx)
-	if err != nil {
-		return cid.Undef, err
-	}
-	cm, err := m.history.Create(ctx, versions.Commit{Tree: root.CID, Message: msg, Chunker: m.chunker}, false)
-	if errors.Is(err, versions.ErrNothingToCommit) {
-		_, head, err := m.history.Head(ctx)
-		return head, err
-	}
-	return cm.CID, err
 }
 
 func (m *mountState) headText(ctx context.Context) ([]byte, error) {

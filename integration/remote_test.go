@@ -234,8 +234,9 @@ func TestRemoteWrongBlock(t *testing.T) {
 	if !strings.Contains(b.stderr.String(), "no gateway") {
 		t.Errorf("no log line about the block:\n%s", b.stderr.String())
 	}
-	// Nothing was stored for the bad leaf (cat runs in B's daemon, no --remote).
-	if r := ipfrs(t, repoB, "cat", bad.String()); r.err == nil || !strings.Contains(r.stderr, "not found") {
+	// Nothing was stored for the bad leaf: cat runs in B's daemon, which
+	// looks in its store first and then asks the mount's lying gateway again.
+	if r := ipfrs(t, repoB, "cat", bad.String()); r.err == nil || !strings.Contains(r.stderr, "does not match its hash") {
 		t.Errorf("cat of the bad leaf in B: %v %q", r.err, r.stderr)
 	}
 	if r := ipfrs(t, repoB, "verify"); r.err != nil {

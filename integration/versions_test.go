@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ipfrs/ipfrs-mount/store"
 )
@@ -162,11 +163,16 @@ func TestVersionsBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := ipfrs(t, repo, "commit", "-m", "locked out")
-	held.Close()
+	r := ipfrs(t, repo, "--lock-wait", "200ms", "commit", "-m", "locked out")
 	if r.err == nil || !strings.Contains(r.stderr, "in use by another process") {
 		t.Fatalf("commit on a locked repo: %v %q", r.err, r.stderr)
 	}
+	// Within --lock-wait, a command waits for the other process.
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		held.Close()
+	}()
+	must(t, repo, "gc", "-q")
 	for _, args := range [][]string{
 		{"log", "main"}, // no commit yet
 		{"show", "bafyrei"},

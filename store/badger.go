@@ -112,6 +112,10 @@ type Badger struct {
 // if the store had no checksums of its own (see ViewChecked).
 func (s *Badger) HashReads(on bool) { s.hashReads.Store(on) }
 
+// ErrInUse is returned by a writable Open of a store another process has
+// open for writing (Badger allows one).
+var ErrInUse = errors.New("in use by another process")
+
 // ErrNeedsRecovery means a read-only open found what the last writer left
 // when it stopped uncleanly (a value log or a memtable file to cut back):
 // only a read-write open can recover the store.
@@ -154,7 +158,7 @@ func Open(dir string, o Options) (*Badger, error) {
 		msg := err.Error()
 		switch {
 		case strings.Contains(msg, "Cannot acquire directory lock"):
-			return nil, fmt.Errorf("store %s is in use by another process (is it mounted?): %w", dir, err)
+			return nil, fmt.Errorf("store %s: %w (is it mounted?): %v", dir, ErrInUse, err)
 		case o.ReadOnly && (strings.Contains(msg, "truncate required") || strings.Contains(msg, "error while truncation")):
 			return nil, fmt.Errorf("store: open %s: %w: %v", dir, ErrNeedsRecovery, err)
 		}

@@ -58,12 +58,32 @@ const (
 type History struct {
 	s *store.Badger
 	// mu serialises read-modify-write updates of the refs: the store runs
-	// without conflict detection.
+	// without conflict detection. Batch holds it across a caller's steps.
 	mu sync.Mutex
 }
 
-// New returns the history kept in s.
+// New returns the history kept in s. A repo must have exactly one: two
+// Histories of one store do not see each other's lock, and a commit of one
+// can then fail or move a branch under the other.
 func New(s *store.Badger) *History { return &History{s: s} }
+
+// Writer is a History held by Batch: its ref updates run under the lock
+// Batch holds. Reads are the History's own.
+type Writer struct{ *History }
+
+// Batch runs fn with h held: no other ref update of h (commit, branch, tag,
+// HEAD) runs until fn returns, so fn can read the refs, change the working
+// tree and move a ref as one step (a commit of the tree as it is, a switch
+// that changes the tree and HEAD together). fn must make its updates
+// through w, not h, which would wait for itself.
+func (h *History) Batch(ctx context.Context, fn func(w Writer) error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fn(Writer{h})
+}
 
 // Create stores c as a dag-cbor block, records it in the commit index and
 // advances the HEAD branch to it; the metadata changes are one transaction
@@ -74,11 +94,20 @@ func New(s *store.Badger) *History { return &History{s: s} }
 // tree's root block must be stored. Create returns ErrNothingToCommit when
 // c.Tree is the tree of HEAD's commit, unless allowEmpty.
 func (h *History) Create(ctx context.Context, c Commit, allowEmpty bool) (Commit, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.create(ctx, c, allowEmpty)
+}
+
+// Create is History.Create under the Batch's lock.
+func (w Writer) Create(ctx context.Context, c Commit, allowEmpty bool) (Commit, error) {
+	return w.create(ctx, c, allowEmpty)
+}
+
+func (h *History) create(ctx context.Context, c Commit, allowEmpty bool) (Commit, error) {
 	if !c.Tree.Defined() {
 		return Commit{}, errors.New("versions: commit has no tree")
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if ok, err := h.s.Has(ctx, c.Tree); err != nil {
 		return Commit{}, fmt.Errorf("versions: tree %s: %w", c.Tree, err)
 	} else if !ok {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/ipld/go-ipld-prime/codec/dagcbor"
@@ -480,5 +481,61 @@ func TestConcurrentCommits(t *testing.T) {
 	}
 	if depth != workers*each {
 		t.Fatalf("history is %d commits deep, want %d", depth, workers*each)
+	}
+}
+
+// TestBatchHoldsTheHistory: while a Batch runs, no other ref update of the
+// History runs; the Batch's own updates (through its Writer) do.
+func TestBatchHoldsTheHistory(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	h := New(s)
+	t1 := buildTree(t, s, unixfs.DefaultLayout(), map[string]string{"f": "1"})
+	t2 := buildTree(t, s, unixfs.DefaultLayout(), map[string]string{"f": "2"})
+	first, err := h.Create(ctx, Commit{Tree: t1}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inBatch := make(chan struct{})
+	release := make(chan struct{})
+	batchDone := make(chan error, 1)
+	go func() {
+		batchDone <- h.Batch(ctx, func(w Writer) error {
+			close(inBatch)
+			<-release
+			if err := w.SetBranch(ctx, "side", first.CID); err != nil {
+				return err
+			}
+			_, err := w.Create(ctx, Commit{Tree: t2}, false)
+			return err
+		})
+	}()
+	<-inBatch
+	tagged := make(chan error, 1)
+	go func() { tagged <- h.SetTag(ctx, "during", first.CID) }()
+	select {
+	case err := <-tagged:
+		t.Fatalf("SetTag ran while a Batch held the history: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-batchDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-tagged; err != nil {
+		t.Fatal(err)
+	}
+	_, head, err := h.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := h.Get(ctx, head)
+	if err != nil || !cm.Tree.Equals(t2) || !cm.Parents[0].Equals(first.CID) {
+		t.Fatalf("HEAD after the batch: %+v, %v", cm, err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := h.Batch(cancelled, func(Writer) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Batch with a cancelled context: %v", err)
 	}
 }

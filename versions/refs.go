@@ -40,11 +40,18 @@ func (h *History) Head(ctx context.Context) (branch string, commit cid.Cid, err 
 // SetHead makes branch the current one. The branch must exist, except
 // DefaultBranch on a repo with no commit.
 func (h *History) SetHead(ctx context.Context, branch string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.setHead(ctx, branch)
+}
+
+// SetHead is History.SetHead under the Batch's lock.
+func (w Writer) SetHead(ctx context.Context, branch string) error { return w.setHead(ctx, branch) }
+
+func (h *History) setHead(ctx context.Context, branch string) error {
 	if err := ValidName(branch); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	c, err := h.metaCID(ctx, keyBranches+branch)
 	if err != nil {
 		return fmt.Errorf("versions: set HEAD: %w", err)
@@ -72,14 +79,23 @@ func (h *History) Branches(ctx context.Context) (map[string]cid.Cid, error) {
 
 // SetBranch creates branch name at commit c, or moves it there.
 func (h *History) SetBranch(ctx context.Context, name string, c cid.Cid) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.setBranch(ctx, name, c)
+}
+
+// SetBranch is History.SetBranch under the Batch's lock.
+func (w Writer) SetBranch(ctx context.Context, name string, c cid.Cid) error {
+	return w.setBranch(ctx, name, c)
+}
+
+func (h *History) setBranch(ctx context.Context, name string, c cid.Cid) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
 	if _, err := h.Get(ctx, c); err != nil {
 		return fmt.Errorf("versions: branch %q: %w", name, err)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	return h.update(ctx, "set branch "+name, func(txn store.MetaTxn) error {
 		if err := txn.Set(keyBranches+name, []byte(c.String())); err != nil {
 			return err
@@ -90,11 +106,20 @@ func (h *History) SetBranch(ctx context.Context, name string, c cid.Cid) error {
 
 // DeleteBranch removes branch name; it must not be HEAD's branch.
 func (h *History) DeleteBranch(ctx context.Context, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.deleteBranch(ctx, name)
+}
+
+// DeleteBranch is History.DeleteBranch under the Batch's lock.
+func (w Writer) DeleteBranch(ctx context.Context, name string) error {
+	return w.deleteBranch(ctx, name)
+}
+
+func (h *History) deleteBranch(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	head, _, err := h.Head(ctx)
 	if err != nil {
 		return err
@@ -121,14 +146,23 @@ func (h *History) Tags(ctx context.Context) (map[string]cid.Cid, error) {
 // SetTag creates tag name at commit c; tags never move, so an existing tag
 // gives ErrExists.
 func (h *History) SetTag(ctx context.Context, name string, c cid.Cid) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.setTag(ctx, name, c)
+}
+
+// SetTag is History.SetTag under the Batch's lock.
+func (w Writer) SetTag(ctx context.Context, name string, c cid.Cid) error {
+	return w.setTag(ctx, name, c)
+}
+
+func (h *History) setTag(ctx context.Context, name string, c cid.Cid) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
 	if _, err := h.Get(ctx, c); err != nil {
 		return fmt.Errorf("versions: tag %q: %w", name, err)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	return h.update(ctx, "set tag "+name, func(txn store.MetaTxn) error {
 		_, err := txn.Get(keyTags + name)
 		switch {
@@ -146,11 +180,18 @@ func (h *History) SetTag(ctx context.Context, name string, c cid.Cid) error {
 
 // DeleteTag removes tag name.
 func (h *History) DeleteTag(ctx context.Context, name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.deleteTag(ctx, name)
+}
+
+// DeleteTag is History.DeleteTag under the Batch's lock.
+func (w Writer) DeleteTag(ctx context.Context, name string) error { return w.deleteTag(ctx, name) }
+
+func (h *History) deleteTag(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	return h.update(ctx, "delete tag "+name, func(txn store.MetaTxn) error {
 		if _, err := txn.Get(keyTags + name); err != nil {
 			if errors.Is(err, store.ErrNotFound) {

@@ -47,7 +47,7 @@ func (a *app) export(ctx context.Context, arg, out string, version int, rf *remo
 		return err
 	}
 	defer r.close()
-	bs, closeRemote, err := rf.open(r.store, a.log)
+	bs, closeRemote, err := a.blockSource(rf, r)
 	if err != nil {
 		return err
 	}

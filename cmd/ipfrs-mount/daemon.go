@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,10 +19,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ipfrs/ipfrs-mount/fusefs"
 	"github.com/ipfrs/ipfrs-mount/metrics"
-	"github.com/ipfrs/ipfrs-mount/prefetch"
+	"github.com/ipfrs/ipfrs-mount/repository"
 	"github.com/ipfrs/ipfrs-mount/store"
+	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
 // Files a mount keeps in its repo.
@@ -48,15 +46,11 @@ type daemonState struct {
 	pid              int
 	dev              uint64 // the mount's device: tells the mount from the directory under it
 	started          time.Time
-	metrics          *metrics.Mount
-	metricsAddr      string // where /metrics listens, "" if nowhere
 	logFile          string // "" when logging to stderr
 	stop             context.CancelFunc
 	store            *store.Badger
-	gcs              *gcRecord
-	hot              *fusefs.Hot          // nil without a hot tier
-	prefetch         *prefetch.Prefetcher // nil without read-ahead
-	gateways         *gatewaySet          // trustless gateways started by mount --gateway or serve
+	tree             *worktree.Tree
+	mount            *repository.Mount
 }
 
 // detachDaemon starts this mount again as a background process and returns
@@ -173,7 +167,7 @@ func (a *app) daemonReady(logPath string) {
 // alreadyMounted fails when a daemon serves the repo at dir.
 func alreadyMounted(ctx context.Context, dir string) error {
 	var out, errb bytes.Buffer
-	done, err := forward(ctx, dir, []string{"status", "--json"}, env{stdout: &out, stderr: &errb})
+	done, err := repository.Forward(ctx, dir, repository.Request{Args: []string{"status", "--json"}}, &out, &errb)
 	if !done {
 		return nil
 	}
@@ -287,24 +281,4 @@ func (d *daemonState) healthChecks() []metrics.Check {
 			return nil
 		}},
 	}
-}
-
-// serveMetrics serves /metrics and /health on addr until stop.
-func (d *daemonState) serveMetrics(addr string, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics: %w", err)
-	}
-	d.metricsAddr = ln.Addr().String()
-	srv := &http.Server{Handler: d.metrics.Handler(d.healthChecks()...), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server", "err", err)
-		}
-	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -12,10 +11,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/gc"
-	"github.com/ipfrs/ipfrs-mount/metrics"
-	"github.com/ipfrs/ipfrs-mount/pin"
-	"github.com/ipfrs/ipfrs-mount/versions"
-	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
 type gcFlags struct {
@@ -54,20 +49,6 @@ func gcCommand() *command {
 	}
 }
 
-// collector is the garbage collector of r, marking from the daemon's open
-// working tree when there is one, else from the persisted tree.
-func (a *app) collector(r *repo) *gc.Collector {
-	col := &gc.Collector{Store: r.store, History: versions.New(r.store), Pins: pin.New(r.store)}
-	if a.tree != nil {
-		col.Tree = a.tree.LiveRoots
-	} else {
-		col.Tree = func(ctx context.Context, fn func(cid.Cid) error) error {
-			return worktree.StoredRoots(ctx, r.store, fn)
-		}
-	}
-	return col
-}
-
 // gcJSON is the shape of gc --json: the report, plus the blocks removed
 // (or, with --dry-run, to remove) unless --quiet.
 type gcJSON struct {
@@ -100,12 +81,9 @@ func (a *app) gc(ctx context.Context, o gc.Options, f *gcFlags) error {
 			fmt.Fprintf(a.stdout, "%s %s %d\n", verb, c, size)
 		}
 	}
-	rep, err := a.collector(r).Run(ctx, o)
+	rep, err := r.GC(ctx, o)
 	if err != nil {
 		return err
-	}
-	if d := a.daemon; d != nil && !o.DryRun {
-		d.gcs.add(rep)
 	}
 	if f.asJSON {
 		out.Report = rep
@@ -121,24 +99,4 @@ func (a *app) gc(ctx context.Context, o gc.Options, f *gcFlags) error {
 		verb, rep.Removed, rep.Blocks, humanize.IBytes(uint64(rep.RemovedBytes)), rep.Marked, rep.KeptYoung, rep.KeptLive,
 		humanize.IBytes(uint64(rep.DiskBefore)), humanize.IBytes(uint64(rep.DiskAfter)))
 	return nil
-}
-
-// gcRecord counts a daemon's garbage collections, for status and /metrics.
-type gcRecord struct {
-	mu sync.Mutex
-	c  metrics.GCCounters
-}
-
-func (g *gcRecord) add(rep gc.Report) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.c.Runs++
-	g.c.FreedBytes += rep.RemovedBytes
-	g.c.LastRun = time.Now()
-}
-
-func (g *gcRecord) GCCounters() metrics.GCCounters {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.c
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -14,29 +13,11 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/spf13/pflag"
 
-	"github.com/ipfrs/ipfrs-mount/unixfs"
+	"github.com/ipfrs/ipfrs-mount/repository"
 	"github.com/ipfrs/ipfrs-mount/versions"
-	"github.com/ipfrs/ipfrs-mount/worktree"
 )
 
-// workTree returns the working tree: the mount daemon's, or one opened from
-// the repo for this command (closed by done).
-func (a *app) workTree(ctx context.Context, r *repo) (t *worktree.Tree, done func() error, err error) {
-	if a.tree != nil {
-		return a.tree, func() error { return nil }, nil
-	}
-	t, err = worktree.Open(ctx, r.store, worktree.Options{
-		Layout: unixfs.DefaultLayout(), StagingDir: filepath.Join(r.path, "staging"), Logger: a.log})
-	if err != nil {
-		return nil, nil, err
-	}
-	return t, func() error { return t.Close(context.Background()) }, nil
-}
-
-func chunkerParams() string {
-	l := unixfs.DefaultLayout()
-	return fmt.Sprintf("%s/links-%d", l.Chunker, l.MaxLinks)
-}
+func chunkerParams() string { return repository.ChunkerParams() }
 
 func commitCommand() *command {
 	var msg, author string
@@ -55,36 +36,16 @@ func commitCommand() *command {
 			if author == "" {
 				author = os.Getenv("USER")
 			}
-			r, err := a.openRepo()
-			if err != nil {
-				return err
-			}
-			defer r.close()
-			c, err := a.commit(ctx, r, versions.Commit{Message: msg, Author: author}, allowEmpty)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, c.CID)
-			return nil
+			return a.withRepo(func(r *repo) error {
+				c, err := r.Commit(ctx, versions.Commit{Message: msg, Author: author}, allowEmpty)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, c.CID)
+				return nil
+			})
 		},
 	}
-}
-
-// commit records the working tree with c's message and author.
-func (a *app) commit(ctx context.Context, r *repo, c versions.Commit, allowEmpty bool) (versions.Commit, error) {
-	t, done, err := a.workTree(ctx, r)
-	if err != nil {
-		return versions.Commit{}, err
-	}
-	root, err := t.Root(ctx)
-	if err == nil {
-		c.Tree, c.Chunker = root.CID, chunkerParams()
-		c, err = versions.New(r.store).Create(ctx, c, allowEmpty)
-	}
-	if err2 := done(); err == nil {
-		err = err2
-	}
-	return c, err
 }
 
 func logCommand() *command {
@@ -108,7 +69,7 @@ func logCommand() *command {
 				return err
 			}
 			defer r.close()
-			h := versions.New(r.store)
+			h := r.History()
 			from, err := h.Resolve(ctx, ref)
 			if err != nil {
 				return err
@@ -166,7 +127,7 @@ func showCommand() *command {
 				return err
 			}
 			defer r.close()
-			h := versions.New(r.store)
+			h := r.History()
 			id, err := h.Resolve(ctx, fs.Arg(0))
 			if err != nil {
 				return err
@@ -211,17 +172,17 @@ func refCommand(kind, help string) *command {
 				return err
 			}
 			defer r.close()
-			h := versions.New(r.store)
-			list, set, remove := h.Branches, h.SetBranch, h.DeleteBranch
+			h := r.History()
+			list := h.Branches
 			if kind == "tag" {
-				list, set, remove = h.Tags, h.SetTag, h.DeleteTag
+				list = h.Tags
 			}
 			switch {
 			case del != "":
 				if fs.NArg() != 0 {
 					return errors.New("-d takes only NAME")
 				}
-				return remove(ctx, del)
+				return r.DeleteRef(ctx, kind, del)
 			case fs.NArg() == 0:
 				refs, err := list(ctx)
 				if err != nil {
@@ -249,14 +210,7 @@ func refCommand(kind, help string) *command {
 				if fs.NArg() == 2 {
 					ref = fs.Arg(1)
 				}
-				if err := versions.ValidName(fs.Arg(0)); err != nil {
-					return err
-				}
-				c, err := h.Resolve(ctx, ref)
-				if err != nil {
-					return err
-				}
-				return set(ctx, fs.Arg(0), c)
+				return r.SetRef(ctx, kind, fs.Arg(0), ref)
 			default:
 				return errors.New("want NAME [REF]")
 			}
@@ -276,7 +230,7 @@ func diffCommand() *command {
 				return err
 			}
 			defer r.close()
-			h := versions.New(r.store)
+			h := r.History()
 			refs := fs.Args()
 			if len(refs) == 0 {
 				refs = []string{"HEAD"}
@@ -294,18 +248,9 @@ func diffCommand() *command {
 				trees[i] = cm.Tree
 			}
 			if len(refs) == 1 {
-				t, done, err := a.workTree(ctx, r)
-				if err != nil {
+				if trees[1], err = r.WorkingRoot(ctx); err != nil {
 					return err
 				}
-				root, err := t.Root(ctx)
-				if err2 := done(); err == nil {
-					err = err2
-				}
-				if err != nil {
-					return err
-				}
-				trees[1] = root.CID
 			}
 			_, err = versions.Diff(ctx, r.store, trees[0], trees[1], func(c versions.Change) error {
 				switch c.Kind {

@@ -14,11 +14,14 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
-	"github.com/ipfrs/ipfrs-mount/worktree"
 	"golang.org/x/term"
+
+	"github.com/ipfrs/ipfrs-mount/repository"
+	"github.com/ipfrs/ipfrs-mount/store"
 )
 
 // command is one subcommand.
@@ -33,6 +36,7 @@ type command struct {
 type app struct {
 	env
 	repoPath string
+	lockWait time.Duration // how long to wait for another process writing the repo (Badger allows one)
 	log      *slog.Logger
 	args     []string // the command line, after the program name
 }
@@ -41,11 +45,10 @@ type app struct {
 // control-socket client served by the mount daemon.
 type env struct {
 	stdout, stderr io.Writer
-	tty            bool           // stderr is a terminal: show progress bars
-	cwd            string         // relative paths are relative to this
-	shared         *repo          // the daemon's open repo, when served over the socket
-	tree           *worktree.Tree // and its working tree
-	daemon         *daemonState   // and the mount it serves
+	tty            bool         // stderr is a terminal: show progress bars
+	cwd            string       // relative paths are relative to this
+	shared         *repo        // the daemon's open repo, when served over the socket
+	daemon         *daemonState // and the mount it serves (fixed once it serves)
 }
 
 func commands() []*command {
@@ -106,9 +109,7 @@ func report(w io.Writer, err error) int {
 
 // exitError carries the exit status of a command run by the daemon, whose
 // messages were already printed.
-type exitError int
-
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+type exitError = repository.ErrExit
 
 func oneLine(err error) string {
 	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
@@ -121,6 +122,7 @@ func run(ctx context.Context, args []string, e env) error {
 	global.SetInterspersed(false)
 	global.SetOutput(stderr)
 	addRepoFlag(global, a)
+	global.DurationVar(&a.lockWait, "lock-wait", 30*time.Second, "wait up to DURATION for another process that has the repo open for writing")
 	help := global.BoolP("help", "h", false, "show help")
 	cmds := commands()
 	global.Usage = func() { usage(stderr, global, cmds) }
@@ -157,18 +159,38 @@ func run(ctx context.Context, args []string, e env) error {
 		if a.daemon != nil && (c.name == "mount" || c.name == "install") {
 			return fmt.Errorf("%s: not over the control socket", c.name)
 		}
-		if !c.local && a.shared == nil {
-			// While the repo is mounted, the daemon holds it: ask the daemon.
-			if dir, err := a.repoDir(); err == nil {
-				if done, err := forward(ctx, dir, global.Args(), a.env); done {
-					return err
+		if a.shared != nil {
+			// Run by the daemon: the repo is the daemon's, whatever the
+			// client's flags or environment say.
+			a.repoPath = a.shared.path
+		}
+		deadline := time.Now().Add(a.lockWait)
+		for pause := 20 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+			if a.shared == nil && !c.local {
+				// While the repo is mounted, the daemon holds it: ask the
+				// daemon, with the whole command line.
+				if dir, err := a.repoDir(); err == nil {
+					if done, err := forward(ctx, dir, args, a.env); done {
+						return err
+					}
 				}
 			}
+			err := c.run(ctx, a, fs)
+			if errors.Is(err, store.ErrInUse) && a.shared == nil && time.Now().Before(deadline) {
+				// Another process writes to the repo: a command run
+				// unmounted (wait for it), or a mount daemon starting
+				// (forward to it next time round).
+				select {
+				case <-ctx.Done():
+				case <-time.After(pause):
+					continue
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			return nil
 		}
-		if err := c.run(ctx, a, fs); err != nil {
-			return fmt.Errorf("%s: %w", c.name, err)
-		}
-		return nil
 	}
 	return fmt.Errorf("unknown command %q (run ipfrs-mount --help)", name)
 }
@@ -178,7 +200,7 @@ func addRepoFlag(fs *pflag.FlagSet, a *app) {
 }
 
 func usage(w io.Writer, global *pflag.FlagSet, cmds []*command) {
-	fmt.Fprintf(w, "usage: ipfrs-mount [--repo DIR] COMMAND [ARGS]\n\ncommands:\n")
+	fmt.Fprintf(w, "usage: ipfrs-mount [--repo DIR] [--lock-wait D] COMMAND [ARGS]\n\ncommands:\n")
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.help)
 	}

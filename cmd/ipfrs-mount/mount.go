@@ -4,27 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
-	"syscall"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
-	"github.com/ipfrs/ipfrs-mount/fusefs"
-	"github.com/ipfrs/ipfrs-mount/gc"
-	"github.com/ipfrs/ipfrs-mount/metrics"
-	"github.com/ipfrs/ipfrs-mount/mmapio"
-	"github.com/ipfrs/ipfrs-mount/prefetch"
-	"github.com/ipfrs/ipfrs-mount/store"
-	"github.com/ipfrs/ipfrs-mount/unixfs"
-	"github.com/ipfrs/ipfrs-mount/versions"
-	"github.com/ipfrs/ipfrs-mount/worktree"
+	"github.com/ipfrs/ipfrs-mount/repository"
 )
 
 type mountFlags struct {
@@ -142,11 +130,18 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	if err := alreadyMounted(ctx, dir); err != nil {
 		return err
 	}
-	r, err := a.openRepo()
+	r, err := repository.Open(dir, repository.Options{Logger: a.log.With("mount", mnt), Compress: f.compress})
 	if err != nil {
 		return err
 	}
-	defer r.close()
+	// The repo closes everything it opened, in reverse order: the control
+	// socket and the background work first, the store last.
+	closed := false
+	defer func() {
+		if !closed {
+			r.Close()
+		}
+	}()
 	recovered, err := recoverStale(dir, mnt)
 	for _, msg := range recovered {
 		fmt.Fprintf(a.stderr, "ipfrs-mount: recovered: %s\n", msg)
@@ -161,200 +156,72 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		return fmt.Errorf("%s is not a directory", mnt)
 	}
 	a.log = a.log.With("mount", mnt)
-	tree, err := worktree.Open(ctx, r.store, worktree.Options{
-		Layout:     unixfs.DefaultLayout(),
-		StagingDir: filepath.Join(r.path, "staging"),
-		Logger:     a.log,
-		Compress:   f.compress,
-	})
+	blocks, closeRemote, err := f.remote.open(r.Store(), a.log)
 	if err != nil {
 		return err
 	}
-	blocks, closeRemote, err := f.remote.open(r.store, a.log)
-	if err != nil {
-		tree.Close(context.Background())
-		return err
+	mo := repository.MountOptions{
+		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, FsName: fsName(dir),
+		HashReads: f.hashReads, Blocks: blocks, BlocksClose: closeRemote, Passthrough: f.passthrough,
 	}
-	defer closeRemote()
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	var pf *prefetch.Prefetcher
-	src := metrics.Sources{Store: r.store.Counters}
 	if f.prefetch {
 		budget, _ := humanize.ParseBytes(f.prefetchBudget)
-		pf = prefetch.New(prefetch.Options{Budget: int64(budget)})
-		defer pf.Close()
-		src.Cache = prefetchCounters{pf}
+		mo.PrefetchBudget = int64(budget)
 	}
-	gcs := &gcRecord{}
-	src.GC = gcs
-	d := &daemonState{gateways: &gatewaySet{log: a.log}, repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.store,
-		logFile: logPath, stop: stop, metrics: metrics.New(src), gcs: gcs}
-	d.started = d.metrics.Started()
-	r.store.HashReads(f.hashReads)
-	if hotBytes, _ := humanize.ParseBytes(f.hotCache); hotBytes > 0 {
-		tier, err := mmapio.Open(filepath.Join(r.path, "hot"), int64(hotBytes), a.log)
-		if err != nil {
-			tree.Close(context.Background())
-			return err
-		}
-		d.hot = fusefs.NewHot(tier, tree, r.store, f.passthrough, a.log)
-		defer d.hot.Close()
-	}
-	d.prefetch = pf
-	server, err := fusefs.Mount(mnt, tree, fusefs.MountOptions{
-		History: versions.New(r.store), Blocks: blocks, Store: r.store, Chunker: chunkerParams(),
-		AllowOther: f.allowOther, Debug: f.debug, ReadAheadKB: f.readAheadKB, Logger: a.log,
-		FsName: fsName(dir), Observer: d.metrics, Prefetch: pf, Hot: d.hot,
-	})
+	hotBytes, _ := humanize.ParseBytes(f.hotCache)
+	mo.HotBytes = int64(hotBytes)
+	m, err := r.Mount(ctx, mnt, mo)
 	if err != nil {
-		tree.Close(context.Background())
 		return err
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	tree, _ := r.Tree(ctx) // open: Mount opened it
+	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.Store(), tree: tree,
+		logFile: logPath, stop: stop, mount: m, started: m.Metrics().Started()}
 	fail := func(err error) error {
-		server.Unmount()
-		tree.Close(context.Background())
+		m.Unmount()
 		return err
 	}
 	if d.dev, err = checkMount(mnt); err != nil {
 		return fail(err)
 	}
-	stopControl, err := serveControl(ctx, &repo{path: r.path, store: r.store, shared: true}, tree, d, a.log)
-	if err != nil {
-		return fail(err)
-	}
-	defer stopControl()
-	defer d.gateways.closeAll()
 	if f.gateway != "" {
-		url, err := d.gateways.start(f.gateway, r.store)
+		url, err := m.StartGateway(f.gateway)
 		if err != nil {
 			return fail(err)
 		}
 		fmt.Fprintf(a.stderr, "ipfrs-mount: serving the trustless gateway at %s\n", url)
 	}
 	if f.metricsAddr != "" {
-		stopMetrics, err := d.serveMetrics(f.metricsAddr, a.log)
-		if err != nil {
+		if err := m.ServeMetrics(f.metricsAddr, d.healthChecks()...); err != nil {
 			return fail(err)
 		}
-		defer stopMetrics()
+	}
+	if f.autocommit > 0 {
+		r.StartAutocommit(f.autocommit)
+	}
+	if f.gcInterval > 0 {
+		target, _ := humanize.ParseBytes(f.gcTargetSize)
+		r.StartAutoGC(f.gcInterval, f.gcMinAge, int64(target))
+	}
+	shared := newRepo(r, true)
+	if err := r.ServeControl(controlHandler(shared, d)); err != nil {
+		return fail(err)
 	}
 	if err := writePidFile(dir); err != nil {
 		return fail(fmt.Errorf("pid file: %w", err))
 	}
 	defer os.Remove(filepath.Join(dir, pidFileName))
-	fmt.Fprintf(a.stderr, "ipfrs-mount: mounted %s at %s\n", r.path, mnt)
-	a.log.Info("mounted", "repo", dir, "pid", d.pid, "metrics", d.metricsAddr)
+	fmt.Fprintf(a.stderr, "ipfrs-mount: mounted %s at %s\n", dir, mnt)
+	a.log.Info("mounted", "repo", dir, "pid", d.pid, "metrics", m.MetricsAddr())
 	a.daemonReady(logPath)
-	if f.autocommit > 0 {
-		go a.autocommit(ctx, r, tree, f.autocommit)
-	}
-	if f.gcInterval > 0 {
-		target, _ := humanize.ParseBytes(f.gcTargetSize)
-		go a.autoGC(ctx, r, tree, gcs, f.gcInterval, f.gcMinAge, int64(target))
-	}
-	go func() {
-		<-ctx.Done()
-		// A busy mount refuses to unmount; retry, then detach lazily so the
-		// daemon still serves open files until they are closed.
-		for i := 0; ; i++ {
-			err := server.Unmount()
-			if err == nil {
-				return
-			}
-			if i == 20 {
-				a.log.Warn("mount busy; detaching it", "err", err)
-				_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
-				return
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
-	}()
-	server.Wait()
-	if err := tree.Close(context.Background()); err != nil {
-		return fmt.Errorf("flushing the working tree: %w", err)
+	m.Wait(ctx)
+	closed = true
+	if err := r.Close(); err != nil {
+		return err
 	}
 	fmt.Fprintf(a.stderr, "ipfrs-mount: unmounted %s\n", mnt)
 	a.log.Info("unmounted")
 	return nil
-}
-
-// autoGC collects garbage every interval (only above target when it is
-// positive) when blocks were written since the last run or it kept some
-// for being young, keeping blocks younger than minAge, on a thread of the lowest CPU and I/O priority.
-func (a *app) autoGC(ctx context.Context, r *repo, tree *worktree.Tree, gcs *gcRecord, every, minAge time.Duration, target int64) {
-	lowPriority(a.log)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	d := &app{env: env{shared: r, tree: tree}, log: a.log}
-	lastPuts, waiting := int64(-1), false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			puts := r.store.Counters().Puts
-			if puts == lastPuts && !waiting && target == 0 {
-				continue // nothing written, nothing left young: no new garbage
-			}
-			lastPuts = puts
-			rep, err := d.collector(r).Run(ctx, gc.Options{TargetSize: target, MinAge: minAge})
-			switch {
-			case errors.Is(err, store.ErrGCRunning):
-			case err != nil && ctx.Err() == nil:
-				a.log.Error("gc", "err", err)
-			case err == nil:
-				waiting = rep.KeptYoung > 0 || rep.KeptLive > 0
-				gcs.add(rep)
-				if rep.Removed > 0 {
-					a.log.Info("gc", "removed", rep.Removed, "bytes", rep.RemovedBytes, "disk_after", rep.DiskAfter)
-				}
-			}
-		}
-	}
-}
-
-// autocommit commits the tree every interval when it changed.
-func (a *app) autocommit(ctx context.Context, r *repo, tree *worktree.Tree, every time.Duration) {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	d := &app{env: env{shared: r, tree: tree}, log: a.log}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			_, err := d.commit(ctx, r, versions.Commit{Message: "autocommit", Author: "ipfrs-mount"}, false)
-			if err != nil && !errors.Is(err, versions.ErrNothingToCommit) && ctx.Err() == nil {
-				a.log.Error("autocommit", "err", err)
-			}
-		}
-	}
-}
-
-// prefetchCounters shows the prefetcher as the mount's read cache: a read
-// is a hit when the prefetcher had warmed all of it.
-type prefetchCounters struct{ p *prefetch.Prefetcher }
-
-func (c prefetchCounters) CacheCounters() metrics.CacheCounters {
-	s := c.p.Stats()
-	return metrics.CacheCounters{Hits: s.Hits, Misses: s.Misses,
-		PrefetchedBytes: s.Issued * s.Unit, PrefetchUsedBytes: s.Useful * s.Unit}
-}
-
-// lowPriority locks the calling goroutine to its thread and gives that
-// thread the lowest CPU priority (nice 19) and the idle I/O class, so that
-// background work yields to readers and writers. Threads the runtime starts
-// later do not inherit it (a locked thread has them made by the runtime's
-// template thread).
-func lowPriority(log *slog.Logger) {
-	runtime.LockOSThread()
-	tid := unix.Gettid()
-	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, 19); err != nil {
-		log.Debug("background gc: nice", "err", err)
-	}
-	const whoProcess, classIdle = 1, 3
-	if _, _, e := unix.Syscall(unix.SYS_IOPRIO_SET, whoProcess, uintptr(tid), classIdle<<13); e != 0 {
-		log.Debug("background gc: ioprio", "err", e)
-	}
 }

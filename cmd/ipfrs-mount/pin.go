@@ -60,7 +60,7 @@ func (a *app) pinAdd(ctx context.Context, arg, name string, direct bool) error {
 	if ok, err := r.store.Has(ctx, c); err == nil && !ok {
 		fmt.Fprintf(a.stderr, "ipfrs-mount: note: %s is not stored here; pinned anyway\n", c)
 	}
-	p, err := pin.New(r.store).Add(ctx, c, name, mode)
+	p, err := r.Pins().Add(ctx, c, name, mode)
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func (a *app) pinRm(ctx context.Context, arg string) error {
 		return err
 	}
 	defer r.close()
-	gone, err := pin.New(r.store).Remove(ctx, arg)
+	gone, err := r.Pins().Remove(ctx, arg)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func (a *app) pinLs(ctx context.Context, asJSON bool) error {
 		return err
 	}
 	defer r.close()
-	pins, err := pin.New(r.store).List(ctx)
+	pins, err := r.Pins().List(ctx)
 	if err != nil {
 		return err
 	}

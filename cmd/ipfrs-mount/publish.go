@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/carfile"
-	"github.com/ipfrs/ipfrs-mount/versions"
 )
 
 func publishCommand() *command {
@@ -65,7 +64,7 @@ func kuboURL(s string) (string, error) {
 // publishRoot resolves what to publish: a ref names a commit, whose tree
 // goes out; a CID that is no commit (with an optional path) is a DAG.
 func (r *repo) publishRoot(ctx context.Context, arg string) (cid.Cid, error) {
-	h := versions.New(r.store)
+	h := r.History()
 	if c, p, err := parseCIDPath(arg); err == nil {
 		if p == "" {
 			if cm, err := h.Get(ctx, c); err == nil {

@@ -38,7 +38,7 @@ func (a *app) cat(ctx context.Context, args []string, rf *remoteFlags) error {
 		return err
 	}
 	defer r.close()
-	bs, closeRemote, err := rf.open(r.store, a.log)
+	bs, closeRemote, err := a.blockSource(rf, r)
 	if err != nil {
 		return err
 	}

@@ -44,3 +44,14 @@ func (f *remoteFlags) open(s *store.Badger, log *slog.Logger) (unixfs.BlockViewe
 	rs := remote.New(s, remote.Options{Gateways: gws, Timeout: f.timeout, Retries: retries, Logger: log})
 	return rs, rs.Close, nil
 }
+
+// blockSource is where a command reading r finds blocks: the gateways of
+// its --remote flags in front of r's store; without them, in the mount
+// daemon, the mount's own source (its --remote gateways, if it has some),
+// so that cat of a mounted repo reads what the mount reads.
+func (a *app) blockSource(f *remoteFlags, r *repo) (unixfs.BlockViewer, func(), error) {
+	if !f.enabled() && a.daemon != nil {
+		return a.daemon.mount.Blocks(), func() {}, nil
+	}
+	return f.open(r.store, a.log)
+}

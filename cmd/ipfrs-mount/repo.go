@@ -10,14 +10,21 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/ipfrs/ipfrs-mount/pin"
+	"github.com/ipfrs/ipfrs-mount/repository"
 	"github.com/ipfrs/ipfrs-mount/store"
 )
 
-// repo is an opened repository: for now its block store.
+// repo is the repository a command works on: one it opened, or the mount
+// daemon's, which the command must not close.
 type repo struct {
+	*repository.Repo
 	path   string
 	store  *store.Badger
 	shared bool // owned by the mount daemon: close does nothing
+}
+
+func newRepo(r *repository.Repo, shared bool) *repo {
+	return &repo{Repo: r, path: r.Dir(), store: r.Store(), shared: shared}
 }
 
 // repoDir resolves the repo directory: --repo, then $IPFRS_PATH, then ~/.ipfrs.
@@ -51,29 +58,18 @@ func (a *app) open(readOnly bool) (*repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("repo: %w", err)
-	}
-	blocks := filepath.Join(dir, "blocks")
-	if _, err := os.Stat(filepath.Join(blocks, "MANIFEST")); err != nil {
-		readOnly = false // a new repo: create it
-	}
-	s, err := store.Open(blocks, store.Options{Logger: a.log, ReadOnly: readOnly})
-	if readOnly && errors.Is(err, store.ErrNeedsRecovery) {
-		a.log.Warn("repo was not closed cleanly; recovering it", "repo", dir)
-		s, err = store.Open(blocks, store.Options{Logger: a.log})
-	}
+	r, err := repository.Open(dir, repository.Options{Logger: a.log, ReadOnly: readOnly})
 	if err != nil {
 		return nil, err
 	}
-	return &repo{path: dir, store: s}, nil
+	return newRepo(r, false), nil
 }
 
 func (r *repo) close() error {
 	if r.shared {
 		return nil
 	}
-	return r.store.Close()
+	return r.Repo.Close()
 }
 
 // abs resolves a path given by the user against their working directory.
@@ -89,11 +85,11 @@ func (a *app) abs(p string) string {
 type rootRecord = pin.Added
 
 func (r *repo) recordRoot(ctx context.Context, c cid.Cid, rec rootRecord) error {
-	return pin.New(r.store).RecordAdded(ctx, c, rec)
+	return r.Pins().RecordAdded(ctx, c, rec)
 }
 
 func (r *repo) roots(ctx context.Context, fn func(c cid.Cid, rec rootRecord) error) error {
-	return pin.New(r.store).AddedRoots(ctx, fn)
+	return r.Pins().AddedRoots(ctx, fn)
 }
 
 // parseCIDPath splits "CID[/path]" (an optional /ipfs/ prefix is accepted).

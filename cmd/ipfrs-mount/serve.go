@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"sync"
 
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/gateway"
-	"github.com/ipfrs/ipfrs-mount/store"
 )
 
 func serveCommand() *command {
@@ -35,7 +32,7 @@ func serveCommand() *command {
 // the unmount.
 func (a *app) serve(ctx context.Context, addr string) error {
 	if a.daemon != nil {
-		url, err := a.daemon.gateways.start(addr, a.shared.store)
+		url, err := a.daemon.mount.StartGateway(addr)
 		if err != nil {
 			return err
 		}
@@ -60,40 +57,4 @@ func (a *app) serve(ctx context.Context, addr string) error {
 	}
 	srv.Close()
 	return nil
-}
-
-// gatewaySet is the gateways a mount daemon serves.
-type gatewaySet struct {
-	log *slog.Logger
-
-	mu      sync.Mutex
-	servers []*gateway.Server
-	closed  bool
-}
-
-func (g *gatewaySet) start(addr string, s *store.Badger) (string, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return "", errors.New("the mount daemon is stopping")
-	}
-	srv, err := gateway.Listen(addr, gateway.New(s, gateway.Options{Logger: g.log}), g.log)
-	if err != nil {
-		return "", err
-	}
-	g.servers = append(g.servers, srv)
-	g.log.Info("serving a trustless gateway", "url", srv.URL())
-	return srv.URL(), nil
-}
-
-// closeAll stops every gateway; later starts fail.
-func (g *gatewaySet) closeAll() {
-	g.mu.Lock()
-	g.closed = true
-	servers := g.servers
-	g.servers = nil
-	g.mu.Unlock()
-	for _, s := range servers {
-		s.Close()
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/spf13/pflag"
 
+	"github.com/ipfrs/ipfrs-mount/repository"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
@@ -96,36 +97,37 @@ func (a *app) status(ctx context.Context, asJSON bool) error {
 	}
 	out := statusOut{Repo: dir}
 	var s *store.Badger
+	var h *versions.History
 	if d := a.daemon; d != nil {
 		now := time.Now()
 		out.Repo = d.repo
 		out.Mounted, out.Mountpoint, out.PID = true, d.mountpoint, d.pid
 		out.Started, out.UptimeSeconds = &d.started, now.Sub(d.started).Seconds()
-		out.LogFile, out.MetricsAddr = d.logFile, d.metricsAddr
-		out.OpenFiles = d.metrics.OpenFileCount()
-		u := a.tree.Usage()
+		out.LogFile, out.MetricsAddr = d.logFile, d.mount.MetricsAddr()
+		out.OpenFiles = d.mount.Metrics().OpenFileCount()
+		u := d.tree.Usage()
 		out.TreeFiles, out.TreeBytes = u.Files, u.Bytes
-		src := d.metrics.Sources()
+		src := d.mount.Metrics().Sources()
 		if src.Cache != nil {
 			c := src.Cache.CacheCounters()
 			out.Cache = &cacheInfo{Hits: c.Hits, Misses: c.Misses, HitRate: ratio(c.Hits, c.Hits+c.Misses)}
 			out.Prefetch = &prefetchInfo{FetchedBytes: c.PrefetchedBytes, UsedBytes: c.PrefetchUsedBytes,
 				Useful: ratio(c.PrefetchUsedBytes, c.PrefetchedBytes)}
-			if d.prefetch != nil {
-				st := d.prefetch.Stats()
+			if pf := d.mount.Prefetcher(); pf != nil {
+				st := pf.Stats()
 				out.Prefetch.BudgetBytes, out.Prefetch.BudgetPeakBytes = st.Budget, st.BudgetPeak
 			}
 		}
-		if d.hot != nil {
-			st := d.hot.Stats()
-			out.Hot = &hotInfo{Mode: d.hot.Mode(), Files: st.Files, Bytes: st.Bytes, BudgetBytes: st.BudgetBytes}
+		if hot := d.mount.Hot(); hot != nil {
+			st := hot.Stats()
+			out.Hot = &hotInfo{Mode: hot.Mode(), Files: st.Files, Bytes: st.Bytes, BudgetBytes: st.BudgetBytes}
 		}
 		if src.GC != nil {
 			if g := src.GC.GCCounters(); g.Runs > 0 {
 				out.LastGC = &gcInfo{Time: g.LastRun, Runs: g.Runs, FreedBytes: g.FreedBytes}
 			}
 		}
-		s = d.store
+		s, h = d.store, a.shared.History()
 	} else {
 		if pid, err := readPidFile(dir); err == nil {
 			out.StalePID = pid // no daemon answered for it
@@ -135,7 +137,7 @@ func (a *app) status(ctx context.Context, asJSON bool) error {
 			return err
 		}
 		defer r.close()
-		s = r.store
+		s, h = r.store, r.History()
 		u, err := worktree.StoredUsage(ctx, s)
 		if err != nil {
 			return err
@@ -148,7 +150,6 @@ func (a *app) status(ctx context.Context, asJSON bool) error {
 	}
 	out.DiskBytes, out.Blocks, out.StoredBytes = st.DiskBytes, st.Blocks, st.BlockBytes
 	out.DedupRatio = ratio(int64(out.TreeBytes), out.StoredBytes)
-	h := versions.New(s)
 	branch, head, err := h.Head(ctx)
 	if err != nil {
 		return err
@@ -269,7 +270,7 @@ func (a *app) unmount(ctx context.Context, mountpoint string, timeout time.Durat
 	if !done {
 		// No daemon answers: a dead mount.
 		if _, err := probe(mnt, 2*time.Second); err == nil {
-			return fmt.Errorf("no daemon answers on %s/%s, but %s still answers; is the repo right (--repo)?", dir, socketName, mnt)
+			return fmt.Errorf("no daemon answers on %s/%s, but %s still answers; is the repo right (--repo)?", dir, repository.SocketName, mnt)
 		}
 		if err := detach(mnt); err != nil {
 			return err

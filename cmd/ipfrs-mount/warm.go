@@ -20,7 +20,7 @@ func warmCommand() *command {
 				return errors.New("no PATH given")
 			}
 			d := a.daemon
-			if d == nil || d.hot == nil {
+			if d == nil || d.mount.Hot() == nil {
 				return errors.New("the repo is not mounted with a hot tier (mount --hot-cache SIZE)")
 			}
 			for _, p := range fs.Args() {
@@ -28,11 +28,11 @@ func warmCommand() *command {
 				if err != nil {
 					return err
 				}
-				ino, err := a.tree.LookupPath(rel)
+				ino, err := d.tree.LookupPath(rel)
 				if err != nil {
 					return fmt.Errorf("%s: %w", p, err)
 				}
-				c, size, err := d.hot.Warm(ctx, ino)
+				c, size, err := d.mount.Hot().Warm(ctx, ino)
 				if err != nil {
 					return fmt.Errorf("%s: %w", p, err)
 				}
