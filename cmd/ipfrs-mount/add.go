@@ -37,7 +37,7 @@ func addCommand() *command {
 			fs.BoolVar(&f.asJSON, "json", false, "print JSON lines: name, cid, size")
 			fs.BoolVarP(&f.hidden, "hidden", "H", false, "include files whose names start with a dot")
 			fs.StringVar(&f.chunker, "chunker", "", "fastcdc | fastcdc-MIN-AVG-MAX | size-N (default: the profile's)")
-			fs.BoolVar(&f.compress, "compress", true, "store tensors of safetensors files compressed: byte-grouped and Huffman-coded, and as deltas against the same tensor in the last file that had it (--compress=false: stored plainly)")
+			fs.BoolVar(&f.compress, "compress", true, "store the tensors of safetensors and torch.save files compressed: byte-grouped and entropy-coded, safetensors tensors as deltas against the same tensor in the last file that had it (--compress=false: stored plainly)")
 			fs.StringVar(&f.profile, "profile", "default", "default (FastCDC) | kubo (= ipfs add --cid-version=1 --raw-leaves) | unixfs-v1-2025")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.add(ctx, f, fs.Args()) },

@@ -45,7 +45,7 @@ func mountCommand() *command {
 			fs.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 			fs.IntVar(&f.readAheadKB, "readahead-kb", 16384, "kernel readahead for the mount, KiB")
 			fs.DurationVar(&f.autocommit, "autocommit", 0, "commit every DURATION when the tree changed (0: never)")
-			fs.BoolVar(&f.compress, "compress", true, "store tensors of safetensors files compressed: byte-grouped and Huffman-coded, and as deltas against the same tensor in the last file that had it (--compress=false: stored plainly)")
+			fs.BoolVar(&f.compress, "compress", true, "store the tensors of safetensors and torch.save files compressed: byte-grouped and entropy-coded, safetensors tensors as deltas against the same tensor in the last file that had it (--compress=false: stored plainly)")
 			fs.BoolVarP(&f.daemon, "daemon", "d", false, "run in the background once the mount answers; pid file and log in the repo")
 			fs.StringVar(&f.logLevel, "log-level", "", "debug | info | warn | error (default: info in the daemon's log file, warn on stderr)")
 			fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics (Prometheus) and /health on ADDR, e.g. 127.0.0.1:9464")
