@@ -224,11 +224,12 @@ func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) err
 
 // ViewChecked is View for readers that check what they read: checked
 // tells fn that the bytes have just passed Badger's CRC32C of the stored
-// entry (an uncompressed block in the value log), which makes them the
-// bytes that were stored under c, so that a SHA-256 of them adds nothing
-// but CPU. Blocks are hashed against their CID before they are stored
-// (import, fetch), and verify hashes everything; small blocks in the LSM
-// tree and compressed ones come with checked false.
+// entry (an uncompressed block in the value log), or, for a block stored
+// as a delta, the CRC32C of the rebuilt bytes that the delta carries, which
+// makes them the bytes that were stored under c, so that a SHA-256 of them
+// adds nothing but CPU. Blocks are hashed against their CID before they are
+// stored (import, fetch), and verify hashes everything; small blocks in the
+// LSM tree and other compressed ones come with checked false.
 func (s *Badger) ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, checked bool) error) error {
 	if c.Prefix().MhType == mh.IDENTITY { // the data is the CID itself
 		dec, err := mh.Decode(c.Hash())
@@ -245,7 +246,9 @@ func (s *Badger) ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, c
 		// An entry in the value log reports a size beyond its key and
 		// value (its header and CRC); an inline value does not.
 		inLog := item.EstimatedSize() != item.KeySize()+item.ValueSize()
-		checked := inLog && frame(item.UserMeta()).compression() == compressionNone && !s.hashReads.Load()
+		// A delta's rebuilt bytes are checked by its CRC32C of them.
+		comp := frame(item.UserMeta()).compression()
+		checked := (inLog && comp == compressionNone || comp == compDelta) && !s.hashReads.Load()
 		return s.viewItem(txn, item, func(b []byte) error {
 			s.counters.gets.Add(1)
 			s.counters.getBytes.Add(int64(len(b)))

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/ipfs/go-cid"
@@ -22,12 +23,15 @@ import (
 //
 // Payload of a delta (frame compression compDelta):
 //
-//	[version 1][depth 1][inner tag 1][uvarint len][base multihash][inner payload]
+//	[version 1][depth 1][inner tag 1][uvarint len][base multihash]
+//	[CRC32C of the block's bytes, 4, little-endian][inner payload]
 //
 // depth is 1 for a delta of a plain block, and one more than its base's
 // otherwise; it never exceeds MaxDeltaChain, so a read touches at most
 // MaxDeltaChain+1 blocks. The inner payload is the XOR coded as by Encode
-// (inner tag), or raw (tag 0).
+// (inner tag), or raw (tag 0). The CRC32C checks the rebuilt bytes, so that
+// readers need not hash them against the CID (see ViewChecked): a base or
+// delta damaged in a way their own checksums miss still fails the read.
 //
 // Every delta also has a small record "d/" + multihash -> base multihash,
 // which garbage collection reads to keep a live delta's base (see
@@ -52,8 +56,10 @@ type deltaHeader struct {
 	depth int
 	tag   byte
 	base  mh.Multihash
+	crc   uint32
 	inner []byte
 }
+
 
 func parseDelta(payload []byte) (deltaHeader, error) {
 	if len(payload) < 4 || payload[0] != deltaVersion {
@@ -61,7 +67,7 @@ func parseDelta(payload []byte) (deltaHeader, error) {
 	}
 	h := deltaHeader{depth: int(payload[1]), tag: payload[2]}
 	n, k := binary.Uvarint(payload[3:])
-	if k <= 0 || n > 128 || uint64(len(payload)-3-k) < n {
+	if k <= 0 || n > 128 || uint64(len(payload)-3-k) < n+4 {
 		return deltaHeader{}, fmt.Errorf("%w: bad delta base", ErrCorrupt)
 	}
 	base, err := mh.Cast(payload[3+k : 3+k+int(n)])
@@ -69,7 +75,8 @@ func parseDelta(payload []byte) (deltaHeader, error) {
 		return deltaHeader{}, fmt.Errorf("%w: delta base: %v", ErrCorrupt, err)
 	}
 	h.base = base
-	h.inner = payload[3+k+int(n):]
+	rest := payload[3+k+int(n):]
+	h.crc, h.inner = binary.LittleEndian.Uint32(rest), rest[4:]
 	if h.depth < 1 || h.depth > MaxDeltaChain || h.tag == compDelta || h.tag > compBG8 {
 		return deltaHeader{}, fmt.Errorf("%w: delta depth %d, tag %d", ErrCorrupt, h.depth, h.tag)
 	}
@@ -121,6 +128,9 @@ func (s *Badger) viewDelta(txn *badger.Txn, payload []byte, hops int, fn func([]
 			return fmt.Errorf("%w: delta of %d bytes against a base of %d", ErrCorrupt, len(data), len(base))
 		}
 		subtle.XORBytes(data, data, base)
+		if crc32.Checksum(data, castagnoli) != h.crc {
+			return fmt.Errorf("%w: the bytes rebuilt from the delta fail its checksum", ErrCorrupt)
+		}
 		return nil
 	})
 	if err != nil {
@@ -208,10 +218,11 @@ func (s *Badger) EncodeWithBase(data []byte, base cid.Cid, elem, phase int) (pay
 			return nil, 0, false
 		}
 	}
-	out := make([]byte, 0, 4+len(bh)+len(inner))
+	out := make([]byte, 0, 8+len(bh)+len(inner))
 	out = append(out, deltaVersion, byte(depth+1), itag)
 	out = binary.AppendUvarint(out, uint64(len(bh)))
 	out = append(out, bh...)
+	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(data, castagnoli))
 	out = append(out, inner...)
 	return out, compDelta, true
 }

@@ -128,6 +128,12 @@ func TestDeltaRoundTripByDType(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if tag == compDelta {
+					var checked bool
+					if err := s.ViewChecked(ctx, c, func(_ []byte, ok bool) error { checked = ok; return nil }); err != nil || !checked {
+						t.Fatalf("a delta's rebuilt bytes come unchecked (%v)", err)
+					}
+				}
 				if !bytes.Equal(got, vs[1]) {
 					t.Fatalf("read back %d bytes differ from the %d written", len(got), len(vs[1]))
 				}
@@ -339,5 +345,40 @@ func TestUnrelatedBaseIsNotUsed(t *testing.T) {
 	}
 	if got, err := s.Get(ctx, c); err != nil || !bytes.Equal(got, b) {
 		t.Fatalf("read back: %v", err)
+	}
+}
+
+// A delta whose coded bytes rebuild something else (damage its own
+// checksums cannot see) fails the read instead of returning other bytes.
+func TestDeltaChecksumCatchesAWrongRebuild(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, Options{})
+	dt := dtypeCases[0]
+	vs := checkpoints(dt, 256<<10, 2, 5)
+	base, _ := putWithBase(t, s, vs[0], cid.Undef, dt.elem)
+	payload, tag, ok := s.EncodeWithBase(vs[1], base, dt.elem, 0)
+	if !ok || tag != compDelta {
+		t.Fatal("not coded as a delta")
+	}
+	h, err := parseDelta(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.crc ^= 1 // as if the XOR rebuilt other bytes
+	bad := append([]byte(nil), payload[:len(payload)-len(h.inner)-4]...)
+	bad = binary.LittleEndian.AppendUint32(bad, h.crc)
+	bad = append(bad, h.inner...)
+	c := blockOf(cid.Raw, vs[1]).CID
+	b := s.NewBatch()
+	if err := b.PutEncoded(ctx, c, bad, compDelta, len(vs[1])); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	called := false
+	err = s.View(ctx, c, func([]byte) error { called = true; return nil })
+	if !errors.Is(err, ErrCorrupt) || called {
+		t.Fatalf("err %v, callback called %v", err, called)
 	}
 }
