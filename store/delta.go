@@ -60,7 +60,6 @@ type deltaHeader struct {
 	inner []byte
 }
 
-
 func parseDelta(payload []byte) (deltaHeader, error) {
 	if len(payload) < 4 || payload[0] != deltaVersion {
 		return deltaHeader{}, fmt.Errorf("%w: bad delta header", ErrCorrupt)
