@@ -15,20 +15,22 @@ import (
 	"time"
 )
 
-// checkpointsEqual compares two checkpoint directories: the files byte for
-// byte, and what torch loads from them.
+// checkpointsEqual compares the named checkpoint directories under two
+// roots by what torch loads from them.
 const checkpointsEqual = `import json, struct, sys, torch
-a, b = sys.argv[1], sys.argv[2]
 def tensors(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n)); data = f.read()
     return {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in h.items() if k != "__metadata__"}
-assert tensors(a + "/model.safetensors") == tensors(b + "/model.safetensors"), "weights differ"
-oa = torch.load(a + "/optimizer.pt", weights_only=False); ob = torch.load(b + "/optimizer.pt", weights_only=False)
-assert oa["param_groups"] == ob["param_groups"], "param groups differ"
-for k, s in oa["state"].items():
-    for name, t in s.items():
-        assert torch.equal(t, ob["state"][k][name]), f"optimizer state {k}.{name} differs"
+root_a, root_b = sys.argv[1], sys.argv[2]
+for ckpt in sys.argv[3:]:
+    a, b = root_a + "/" + ckpt, root_b + "/" + ckpt
+    assert tensors(a + "/model.safetensors") == tensors(b + "/model.safetensors"), ckpt + ": weights differ"
+    oa = torch.load(a + "/optimizer.pt", weights_only=False); ob = torch.load(b + "/optimizer.pt", weights_only=False)
+    assert oa["param_groups"] == ob["param_groups"], ckpt + ": param groups differ"
+    for k, s in oa["state"].items():
+        for name, t in s.items():
+            assert torch.equal(t, ob["state"][k][name]), f"{ckpt}: optimizer state {k}.{name} differs"
 print("identical")`
 
 // A torch training job writes checkpoints into new directories of the
@@ -88,9 +90,10 @@ func TestTrainingCheckpointsThroughTheMount(t *testing.T) {
 					t.Fatalf("%s/%s/%s differs from what was written", dir, n, f)
 				}
 			}
-			if out, err := exec.Command(py, "-c", checkpointsEqual, filepath.Join(dir, n), filepath.Join(ref, n)).CombinedOutput(); err != nil || !bytes.Contains(out, []byte("identical")) {
-				t.Fatalf("torch reload of %s/%s: %v %s", dir, n, err, out)
-			}
+		}
+		args := append([]string{"-c", checkpointsEqual, dir, ref}, names...)
+		if out, err := exec.Command(py, args...).CombinedOutput(); err != nil || !bytes.Contains(out, []byte("identical")) {
+			t.Fatalf("torch reload of the checkpoints in %s: %v %s", dir, err, out)
 		}
 	}
 	same(run)
