@@ -49,6 +49,7 @@ type Mount struct {
 	r          *Repo
 	mountpoint string
 	server     *fuse.Server
+	served     chan struct{} // closed when Wait saw the server end
 	metrics    *metrics.Mount
 	hot        *fusefs.Hot
 	prefetch   *prefetch.Prefetcher
@@ -64,8 +65,8 @@ type Mount struct {
 // Mount serves the working tree at mountpoint (an absolute path to a
 // directory) and returns once the mount answers. It opens, in this order,
 // the working tree, the remote blocks, the prefetcher, the hot tier and the
-// FUSE server; Close closes them in the reverse order, after the caller
-// has waited for the unmount (Wait).
+// FUSE server; Close closes them in the reverse order, unmounting first if
+// Wait has not seen the mount end.
 func (r *Repo) Mount(ctx context.Context, mountpoint string, o MountOptions) (*Mount, error) {
 	if o.BlocksClose != nil {
 		r.OnClose("remote block source", func() error { o.BlocksClose(); return nil })
@@ -102,6 +103,16 @@ func (r *Repo) Mount(ctx context.Context, mountpoint string, o MountOptions) (*M
 	if err != nil {
 		return nil, err
 	}
+	m.served = make(chan struct{})
+	r.OnClose("FUSE mount", func() error {
+		select {
+		case <-m.served: // Wait saw it end
+		default:
+			m.Unmount()
+			m.server.Wait()
+		}
+		return nil
+	})
 	// After the server, so that they close before what it reads from.
 	r.OnClose("gateways", func() error { m.closeGateways(); return nil })
 	return m, nil
@@ -176,6 +187,7 @@ func (m *Mount) Wait(ctx context.Context) {
 	m.server.Wait()
 	close(done)
 	wg.Wait()
+	close(m.served)
 }
 
 // StartGateway serves the repo's blocks as a trustless gateway on addr

@@ -526,3 +526,29 @@ func TestConcurrentHistoryMounted(t *testing.T) {
 		t.Errorf("ls .versions/tags: %d entries, %v; want 21", len(ents), err)
 	}
 }
+
+// TestCloseUnmounts: closing a repo whose mount nobody waited for (a
+// daemon failing after mounting) unmounts it before closing the tree.
+func TestCloseUnmounts(t *testing.T) {
+	requireFUSE(t)
+	r, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	if _, err := r.Mount(context.Background(), mnt, MountOptions{}); err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	var before, after syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &before); err != nil || before.Type != 0x65735546 { // FUSE_SUPER_MAGIC
+		r.Close()
+		t.Fatalf("statfs of the mount: type %#x, %v", before.Type, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Statfs(mnt, &after); err != nil || after.Type == before.Type {
+		t.Fatalf("after Close: statfs type %#x, %v; want the directory under the mount", after.Type, err)
+	}
+}

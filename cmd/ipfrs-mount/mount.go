@@ -179,23 +179,19 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	tree, _ := r.Tree(ctx) // open: Mount opened it
 	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.Store(), tree: tree,
 		logFile: logPath, stop: stop, mount: m, started: m.Metrics().Started()}
-	fail := func(err error) error {
-		m.Unmount()
-		return err
-	}
 	if d.dev, err = checkMount(mnt); err != nil {
-		return fail(err)
+		return err
 	}
 	if f.gateway != "" {
 		url, err := m.StartGateway(f.gateway)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		fmt.Fprintf(a.stderr, "ipfrs-mount: serving the trustless gateway at %s\n", url)
 	}
 	if f.metricsAddr != "" {
 		if err := m.ServeMetrics(f.metricsAddr, d.healthChecks()...); err != nil {
-			return fail(err)
+			return err
 		}
 	}
 	if f.autocommit > 0 {
@@ -207,10 +203,10 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	shared := newRepo(r, true)
 	if err := r.ServeControl(controlHandler(shared, d)); err != nil {
-		return fail(err)
+		return err
 	}
 	if err := writePidFile(dir); err != nil {
-		return fail(fmt.Errorf("pid file: %w", err))
+		return fmt.Errorf("pid file: %w", err)
 	}
 	defer os.Remove(filepath.Join(dir, pidFileName))
 	fmt.Fprintf(a.stderr, "ipfrs-mount: mounted %s at %s\n", dir, mnt)
