@@ -257,5 +257,5 @@ type prefetchCounters struct{ p *prefetch.Prefetcher }
 func (c prefetchCounters) CacheCounters() metrics.CacheCounters {
 	s := c.p.Stats()
 	return metrics.CacheCounters{Hits: s.Hits, Misses: s.Misses,
-		PrefetchedBytes: s.Issued * s.Unit, PrefetchUsedBytes: s.Useful * s.Unit}
+		PrefetchedBytes: s.FetchedBytes, PrefetchUsedBytes: s.UsedBytes}
 }

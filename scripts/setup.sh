@@ -46,4 +46,12 @@ if [ -z "$go" ]; then
 fi
 
 GOFLAGS=-buildvcs=false "$go" build -o bin/ipfrs-mount ./cmd/ipfrs-mount
+
+# VersityGW, the real S3 server (POSIX backend) that the S3-tier tests start
+# on 127.0.0.1 (s3tier/s3test finds it in bin/), from the Go module proxy.
+vgw=v1.8.0
+if ! { [ -x bin/versitygw ] && "$go" version -m bin/versitygw 2>/dev/null | grep -q "versitygw[[:space:]]*$vgw"; }; then
+  echo "setup: installing versitygw $vgw" >&2
+  GOBIN="$PWD/bin" GOFLAGS=-buildvcs=false "$go" install "github.com/versity/versitygw/cmd/versitygw@$vgw" >&2
+fi
 echo "$go"

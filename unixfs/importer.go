@@ -8,7 +8,10 @@ import (
 	"io"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
@@ -18,8 +21,9 @@ import (
 
 // Importer turns content into UnixFS file DAGs in a block store. Chunking,
 // hashing and storing run as a pipeline: the splitter on one goroutine,
-// sha2-256 on a worker per core, and the puts (and the tree) in order on the
-// caller's goroutine.
+// the per-chunk work (sha2-256, the store's encoding) on a worker per core,
+// and the puts (and the tree) in file order on the caller's goroutine, so
+// the DAG and the order of puts are those of a sequential import.
 type Importer struct {
 	Put    BlockPutter
 	Layout Layout
@@ -35,6 +39,51 @@ type Importer struct {
 	// Encoder, if set (and the putter takes encoded blocks), compresses
 	// the leaves of typed segments in the hashing workers.
 	Encoder Encoder
+	// Stats, if set, receives the time each stage spent, to find the one
+	// that bounds an import.
+	Stats *ImportStats
+}
+
+// ImportStats adds up where an import's time went, per stage. The stages
+// overlap: their sum exceeds the wall time when the pipeline is busy.
+// Safe for concurrent use (several imports may share one).
+type ImportStats struct {
+	Chunks, Bytes atomic.Int64
+	stages        [numStages]atomic.Int64 // nanoseconds
+}
+
+// Stage is a part of the import pipeline.
+type Stage int
+
+// The stages of an import.
+const (
+	StageSplit   Stage = iota // the splitter, reading included
+	StagePrepare              // the workers' hash and encode, summed over workers
+	StagePut                  // the putter and the tree, in file order
+	StageWait                 // the in-order stage waiting for a chunk to be prepared
+	StageStall                // the splitter waiting for a free buffer (later stages behind)
+	numStages
+)
+
+var stageNames = [numStages]string{"split", "prepare", "put", "put waited", "split stalled"}
+
+// Stage returns the time spent in k.
+func (s *ImportStats) Stage(k Stage) time.Duration { return time.Duration(s.stages[k].Load()) }
+
+// String shows the stages in seconds.
+func (s *ImportStats) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d chunks, %d bytes:", s.Chunks.Load(), s.Bytes.Load())
+	for k := range numStages {
+		fmt.Fprintf(&b, " %s %.3fs", stageNames[k], s.Stage(k).Seconds())
+	}
+	return b.String()
+}
+
+func (s *ImportStats) add(k Stage, since time.Time) {
+	if s != nil {
+		s.stages[k].Add(int64(time.Since(since)))
+	}
 }
 
 // Segment is a run of the content that ends at End; its bytes are
@@ -106,6 +155,12 @@ func (im *Importer) splitter(r io.Reader, segs []Segment, off uint64) (chunker.S
 		return im.Layout.Chunker.NewWithFixed(r, cuts, fixed)
 	}
 	return im.Layout.Chunker.New(r)
+}
+
+// layoutAt returns the element size and phase of content at off.
+func layoutAt(segs []Segment, off uint64) (elem, phase int) {
+	elem, phase, _ = hintAt(segs, off)
+	return elem, phase
 }
 
 // hintAt returns the element size and phase of content at off, and the
@@ -204,14 +259,45 @@ func (im *Importer) Resume(ctx context.Context, prefix []Node, r io.Reader, segs
 	return im.run(ctx, sp, prefix, off, segs, resync)
 }
 
+// leafJob is one chunk on its way through the pipeline.
 type leafJob struct {
 	data        []byte
-	elem, phase int
-	base        cid.Cid // delta base, if any
+	elem, phase int     // the chunk's layout: the encoder's hint
+	base        cid.Cid // delta base, if any: the encoder's other hint
 	cid         cid.Cid
 	payload     []byte // compressed, when the encoder kept it
 	tag         byte
 	done        chan struct{}
+}
+
+// prepareLeaf is the per-chunk work the workers run in parallel: the
+// leaf's CID and, when enc is set, its stored form. It touches nothing
+// but j (and enc, which must be safe for concurrent use).
+func prepareLeaf(ctx context.Context, enc Encoder, j *leafJob) {
+	sum := sha256.Sum256(j.data)
+	h, _ := mh.Encode(sum[:], mh.SHA2_256)
+	j.cid = cid.NewCidV1(cid.Raw, h)
+	denc, _ := enc.(DeltaEncoder)
+	delta := denc != nil && j.base.Defined()
+	if enc == nil || (j.elem <= 0 && !delta) {
+		return
+	}
+	// Compress only blocks not stored yet.
+	if has, err := enc.Has(ctx, j.cid); err == nil && !has {
+		var (
+			p   []byte
+			tag byte
+			ok  bool
+		)
+		if delta {
+			p, tag, ok = denc.EncodeWithBase(j.data, j.base, j.elem, j.phase)
+		} else {
+			p, tag, ok = enc.Encode(j.data, j.elem, j.phase)
+		}
+		if ok {
+			j.payload, j.tag = p, tag
+		}
+	}
 }
 
 func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node, off uint64, segs []Segment, resync func(uint64) []Node) (Node, error) {
@@ -226,7 +312,7 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 	if !canEncode {
 		enc = nil
 	}
-	denc, _ := enc.(DeltaEncoder)
+	st := im.Stats
 	workers := im.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -244,27 +330,9 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 		go func() {
 			defer wg.Done()
 			for j := range hashq {
-				sum := sha256.Sum256(j.data)
-				h, _ := mh.Encode(sum[:], mh.SHA2_256)
-				j.cid = cid.NewCidV1(cid.Raw, h)
-				if enc != nil && (j.elem > 0 || (denc != nil && j.base.Defined())) {
-					// Compress only blocks not stored yet.
-					if has, err := enc.Has(ctx, j.cid); err == nil && !has {
-						var (
-							p   []byte
-							tag byte
-							ok  bool
-						)
-						if denc != nil && j.base.Defined() {
-							p, tag, ok = denc.EncodeWithBase(j.data, j.base, j.elem, j.phase)
-						} else {
-							p, tag, ok = enc.Encode(j.data, j.elem, j.phase)
-						}
-						if ok {
-							j.payload, j.tag = p, tag
-						}
-					}
-				}
+				t0 := time.Now()
+				prepareLeaf(ctx, enc, j)
+				st.add(StagePrepare, t0)
 				close(j.done)
 			}
 		}()
@@ -275,7 +343,9 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 		defer close(orderq)
 		defer close(hashq)
 		for {
+			t0 := time.Now()
 			ch, err := sp.Next()
+			st.add(StageSplit, t0)
 			if err != nil {
 				if !errors.Is(err, io.EOF) {
 					readErr = err
@@ -286,11 +356,13 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 				im.Progress(len(ch))
 			}
 			var buf []byte
+			t0 = time.Now()
 			select {
 			case buf = <-bufs:
 			case <-ctx.Done():
 				return
 			}
+			st.add(StageStall, t0)
 			j := &leafJob{data: append(buf[:0], ch...), done: make(chan struct{})}
 			j.elem, j.phase, j.base = hintAt(segs, chunkOff)
 			chunkOff += uint64(len(ch))
@@ -315,11 +387,18 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 	}
 	synced := false
 	for j := range orderq {
+		t0 := time.Now()
 		<-j.done
+		st.add(StageWait, t0)
 		if putErr != nil || synced {
 			continue
 		}
+		t0 = time.Now()
 		n := uint64(len(j.data))
+		if st != nil {
+			st.Chunks.Add(1)
+			st.Bytes.Add(int64(n))
+		}
 		var err error
 		if j.payload != nil {
 			err = encPut.PutEncoded(ctx, j.cid, j.payload, j.tag, len(j.data))
@@ -337,6 +416,7 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 			cancel()
 			continue
 		}
+		st.add(StagePut, t0)
 		off += n
 		if resync == nil {
 			continue

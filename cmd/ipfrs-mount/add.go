@@ -11,10 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/chunker"
 	"github.com/ipfrs/ipfrs-mount/deltabase"
+	"github.com/ipfrs/ipfrs-mount/s3tier"
 	"github.com/ipfrs/ipfrs-mount/safetensors"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
@@ -24,6 +26,7 @@ type addFlags struct {
 	recursive, quiet, hidden bool
 	compress, asJSON         bool
 	chunker, profile         string
+	s3                       s3Flags
 }
 
 func addCommand() *command {
@@ -39,6 +42,7 @@ func addCommand() *command {
 			fs.StringVar(&f.chunker, "chunker", "", "fastcdc | fastcdc-MIN-AVG-MAX | size-N (default: the profile's)")
 			fs.BoolVar(&f.compress, "compress", true, "store the tensors of safetensors and torch.save files compressed: byte-grouped and entropy-coded, safetensors tensors as deltas against the same tensor in the last file that had it (--compress=false: stored plainly)")
 			fs.StringVar(&f.profile, "profile", "default", "default (FastCDC) | kubo (= ipfs add --cid-version=1 --raw-leaves) | unixfs-v1-2025")
+			f.s3.add(fs)
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.add(ctx, f, fs.Args()) },
 	}
@@ -117,6 +121,11 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 		return err
 	}
 	prog.done()
+	if f.s3.enabled() {
+		if _, err := s3tier.ParseURL(f.s3.url); err != nil {
+			return err
+		}
+	}
 	for i, n := range roots {
 		if err := r.recordRoot(ctx, n.CID, rootRecord{Name: paths[i], Size: n.Size, Added: time.Now().UTC()}); err != nil {
 			return err
@@ -128,7 +137,18 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 			fmt.Fprintln(a.stdout, n.CID)
 		}
 	}
-	return r.store.Sync()
+	if err := r.store.Sync(); err != nil {
+		return err
+	}
+	if !f.s3.enabled() {
+		return nil
+	}
+	// Pushed once durable here; the queue keeps them if the push is cut short.
+	cids := make([]cid.Cid, len(roots))
+	for i, n := range roots {
+		cids[i] = n.CID
+	}
+	return a.pushRoots(ctx, &f.s3, r.store, cids)
 }
 
 // treeSize sums the regular files under p that add will read.

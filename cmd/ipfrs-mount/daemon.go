@@ -21,6 +21,7 @@ import (
 
 	"github.com/ipfrs/ipfrs-mount/metrics"
 	"github.com/ipfrs/ipfrs-mount/repository"
+	"github.com/ipfrs/ipfrs-mount/s3tier"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/worktree"
 )
@@ -51,6 +52,7 @@ type daemonState struct {
 	store            *store.Badger
 	tree             *worktree.Tree
 	mount            *repository.Mount
+	s3               *s3tier.Tier // nil without --s3
 }
 
 // detachDaemon starts this mount again as a background process and returns

@@ -11,12 +11,15 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/gc"
+	"github.com/ipfrs/ipfrs-mount/s3tier"
 )
 
 type gcFlags struct {
 	dryRun, asJSON, quiet bool
 	minAge, prune         time.Duration
 	targetSize            string
+	s3                    string
+	s3Grace               time.Duration
 }
 
 func gcCommand() *command {
@@ -31,10 +34,21 @@ func gcCommand() *command {
 			fs.DurationVar(&f.prune, "prune-commits-older-than", 0, "let go of the trees of commits older than D that no branch, tag or HEAD points at (default: keep all history)")
 			fs.BoolVar(&f.asJSON, "json", false, "print one JSON object")
 			fs.BoolVarP(&f.quiet, "quiet", "q", false, "do not list blocks, only the summary")
+			fs.StringVar(&f.s3, "s3", "", "collect the S3 tier's bucket instead (s3://BUCKET[/PREFIX][?endpoint=...]): remove packs no ref there needs; --min-age (default 1h there) keeps young packs")
+			fs.DurationVar(&f.s3Grace, "s3-grace", s3GCGrace, "with --s3: how long packs stay condemned (writers see it and push their blocks again) before they go")
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 0 {
 				return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+			}
+			if f.s3 != "" {
+				minAge := f.minAge
+				if !fs.Changed("min-age") {
+					minAge = 0 // the tier's default
+				} else if minAge == 0 {
+					minAge = -1
+				}
+				return a.s3GC(ctx, f.s3, s3tier.CollectOptions{DryRun: f.dryRun, MinAge: minAge, Grace: f.s3Grace}, f.asJSON)
 			}
 			o := gc.Options{DryRun: f.dryRun, MinAge: f.minAge, PruneCommitsOlderThan: f.prune}
 			if f.targetSize != "" {

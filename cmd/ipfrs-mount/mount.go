@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/repository"
+	"github.com/ipfrs/ipfrs-mount/versions"
 )
 
 type mountFlags struct {
@@ -59,6 +60,7 @@ func mountCommand() *command {
 			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
 			fs.StringVar(&f.gateway, "gateway", "", "also serve the repo as an IPFS trustless gateway on ADDR (like 'serve --gateway')")
 			f.remote.add(fs)
+			f.remote.s3.addMount(fs)
 		},
 		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
 			if fs.NArg() != 1 {
@@ -156,6 +158,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 		return fmt.Errorf("%s is not a directory", mnt)
 	}
 	a.log = a.log.With("mount", mnt)
+	f.remote.s3.history = r.History()
 	blocks, closeRemote, err := f.remote.open(r.Store(), a.log)
 	if err != nil {
 		return err
@@ -179,6 +182,10 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	tree, _ := r.Tree(ctx) // open: Mount opened it
 	d := &daemonState{repo: dir, mountpoint: mnt, pid: os.Getpid(), store: r.Store(), tree: tree,
 		logFile: logPath, stop: stop, mount: m, started: m.Metrics().Started()}
+	if d.s3 = f.remote.tier; d.s3 != nil {
+		m.Metrics().Registry().MustRegister(s3Metrics(d.s3)...)
+		r.AfterCommit(func(context.Context, versions.Commit) { d.s3.Kick() })
+	}
 	if d.dev, err = checkMount(mnt); err != nil {
 		return err
 	}

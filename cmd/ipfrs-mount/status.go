@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/repository"
+	"github.com/ipfrs/ipfrs-mount/s3tier"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/versions"
 	"github.com/ipfrs/ipfrs-mount/worktree"
@@ -51,6 +52,7 @@ type statusOut struct {
 	Cache         *cacheInfo    `json:"cache"`        // null: the mount has no read cache
 	Prefetch      *prefetchInfo `json:"prefetch"`     // null: the mount has no prefetcher
 	Hot           *hotInfo      `json:"hot"`          // null: the mount has no hot tier
+	S3            *s3tier.Stats `json:"s3"`           // null: no S3 tier and nothing queued for one
 	StalePID      int           `json:"stale_pid,omitempty"`
 }
 
@@ -122,6 +124,10 @@ func (a *app) status(ctx context.Context, asJSON bool) error {
 			st := hot.Stats()
 			out.Hot = &hotInfo{Mode: hot.Mode(), Files: st.Files, Bytes: st.Bytes, BudgetBytes: st.BudgetBytes}
 		}
+		if d.s3 != nil {
+			st := d.s3.Stats()
+			out.S3 = &st
+		}
 		if src.GC != nil {
 			if g := src.GC.GCCounters(); g.Runs > 0 {
 				out.LastGC = &gcInfo{Time: g.LastRun, Runs: g.Runs, FreedBytes: g.FreedBytes}
@@ -143,6 +149,9 @@ func (a *app) status(ctx context.Context, asJSON bool) error {
 			return err
 		}
 		out.TreeFiles, out.TreeBytes = u.Files, u.Bytes
+		if n, err := s3tier.Pending(ctx, s); err == nil && n > 0 {
+			out.S3 = &s3tier.Stats{Queue: int64(n)}
+		}
 	}
 	st, err := s.Stats(ctx)
 	if err != nil {
@@ -214,6 +223,15 @@ func printStatus(a *app, out statusOut) {
 	}
 	if p := out.Prefetch; p != nil {
 		fmt.Fprintf(w, "prefetch:     %.1f%% of %s fetched ahead was read\n", 100*p.Useful, humanize.IBytes(uint64(p.FetchedBytes)))
+	}
+	if s := out.S3; s != nil && s.Bucket == "" {
+		fmt.Fprintf(w, "s3 tier:      %d refs queued for upload (pushed by the next mount --s3)\n", s.Queue)
+	} else if s != nil {
+		fmt.Fprintf(w, "s3 tier:      %s: %d queued, %s pushed in %d packs; %d blocks read (%s), %d cache hits\n", s.Bucket, s.Queue,
+			humanize.IBytes(uint64(s.PushedBytes)), s.Packs, s.RemoteReads, humanize.IBytes(uint64(s.RemoteBytes)), s.CacheHits)
+		if s.LastError != "" {
+			fmt.Fprintf(w, "s3 error:     %s\n", s.LastError)
+		}
 	}
 	if h := out.Hot; h != nil {
 		fmt.Fprintf(w, "hot tier:     %d files, %s of %s, served by %s\n", h.Files, humanize.IBytes(uint64(h.Bytes)), humanize.IBytes(uint64(h.BudgetBytes)), h.Mode)

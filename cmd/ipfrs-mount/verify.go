@@ -15,10 +15,19 @@ import (
 
 func verifyCommand() *command {
 	var asJSON bool
+	var s3 string
 	return &command{
-		name: "verify", args: "[--json]", help: "re-hash every stored block; list corrupt ones and exit non-zero",
-		flags: func(fs *pflag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "print one JSON object at the end") },
-		run:   func(ctx context.Context, a *app, fs *pflag.FlagSet) error { return a.verify(ctx, asJSON) },
+		name: "verify", args: "[--json] [--s3 URL]", help: "re-hash every stored block; list corrupt ones and exit non-zero",
+		flags: func(fs *pflag.FlagSet) {
+			fs.BoolVar(&asJSON, "json", false, "print one JSON object at the end")
+			fs.StringVar(&s3, "s3", "", "verify the S3 tier's bucket instead: every pack and block, and that every ref's blocks are there")
+		},
+		run: func(ctx context.Context, a *app, fs *pflag.FlagSet) error {
+			if s3 != "" {
+				return a.s3Verify(ctx, s3, asJSON)
+			}
+			return a.verify(ctx, asJSON)
+		},
 	}
 }
 
