@@ -182,16 +182,32 @@ func (f *fixed) Next() ([]byte, error) {
 // between them: content-defined chunks inside each tensor of a model, say,
 // so that identical tensors dedup even when everything around them moves.
 func (s Spec) NewWithCuts(r io.Reader, cuts []uint64) (Splitter, error) {
+	return s.NewWithFixed(r, cuts, nil)
+}
+
+// NewWithFixed is NewWithCuts where the segment ending at cuts[i] is cut
+// into fixed[i]-byte chunks from its start (the last one shorter) instead
+// of by the spec, when fixed[i] > 0: chunk k of a tensor then covers the
+// same elements as chunk k of the same tensor in another file, which is
+// what a delta against it needs. fixed may be shorter than cuts; the
+// segment after the last cut always uses the spec.
+func (s Spec) NewWithFixed(r io.Reader, cuts []uint64, fixed []int) (Splitter, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	return &cutSplitter{spec: s, r: r, cuts: cuts}, nil
+	for _, n := range fixed {
+		if n < 0 || n > MaxChunk {
+			return nil, fmt.Errorf("chunker: fixed chunks of %d bytes: must be 1..%d", n, MaxChunk)
+		}
+	}
+	return &cutSplitter{spec: s, r: r, cuts: cuts, fixed: fixed}, nil
 }
 
 type cutSplitter struct {
 	spec  Spec
 	r     io.Reader
 	cuts  []uint64
+	fixed []int  // per cut: fixed chunk size of the segment it ends, or 0
 	pos   uint64 // bytes returned so far
 	inner Splitter
 	got   bool // the current segment returned bytes
@@ -204,12 +220,19 @@ func (c *cutSplitter) Next() ([]byte, error) {
 		if c.inner == nil {
 			for len(c.cuts) > 0 && c.cuts[0] <= c.pos {
 				c.cuts = c.cuts[1:]
+				if len(c.fixed) > 0 {
+					c.fixed = c.fixed[1:]
+				}
 			}
 			var seg io.Reader = c.r
+			fixedSize := 0
 			if len(c.cuts) > 0 {
 				seg = io.LimitReader(c.r, int64(c.cuts[0]-c.pos))
+				if len(c.fixed) > 0 {
+					fixedSize = c.fixed[0]
+				}
 			}
-			c.inner, c.got = c.segment(seg), false
+			c.inner, c.got = c.segment(seg, fixedSize), false
 		}
 		b, err := c.inner.Next()
 		if errors.Is(err, io.EOF) {
@@ -230,12 +253,15 @@ func (c *cutSplitter) Next() ([]byte, error) {
 }
 
 // segment returns the spec's splitter over r, reusing its buffers.
-func (c *cutSplitter) segment(r io.Reader) Splitter {
-	if c.spec.Kind == Fixed {
-		if c.buf == nil {
-			c.buf = make([]byte, c.spec.Max)
+func (c *cutSplitter) segment(r io.Reader, fixedSize int) Splitter {
+	if fixedSize == 0 && c.spec.Kind == Fixed {
+		fixedSize = c.spec.Max
+	}
+	if fixedSize > 0 {
+		if cap(c.buf) < fixedSize {
+			c.buf = make([]byte, fixedSize)
 		}
-		return &fixed{r: r, buf: c.buf}
+		return &fixed{r: r, buf: c.buf[:fixedSize]}
 	}
 	if c.cdc == nil {
 		sp, _ := c.spec.New(r) // the spec was validated

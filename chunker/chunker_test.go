@@ -3,6 +3,7 @@ package chunker
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -178,5 +179,62 @@ func TestForcedCuts(t *testing.T) {
 				t.Errorf("%s: no cut at %d", s, c)
 			}
 		}
+	}
+}
+
+// Segments with a fixed size are cut every that many bytes from their
+// start; the others by the spec.
+func TestFixedSegments(t *testing.T) {
+	data := make([]byte, 6<<20+123)
+	r := rand.New(rand.NewPCG(9, 10))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	tests := []struct {
+		name  string
+		cuts  []uint64
+		fixed []int
+		want  []uint64 // every chunk end inside [from, to) of a fixed segment
+	}{
+		{"header then one tensor", []uint64{777, 5<<20 + 777}, []int{0, 1 << 20},
+			[]uint64{777 + 1<<20, 777 + 2<<20, 777 + 3<<20, 777 + 4<<20, 777 + 5<<20}},
+		{"two tensors, the second shorter than a chunk", []uint64{100, 100 + 3<<20 + 5, 100 + 3<<20 + 1000}, []int{0, 1 << 20, 1 << 20},
+			[]uint64{100 + 1<<20, 100 + 2<<20, 100 + 3<<20, 100 + 3<<20 + 5, 100 + 3<<20 + 1000}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sp, err := DefaultSpec().NewWithFixed(bytes.NewReader(data), tt.cuts, tt.fixed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []byte
+			var ends []uint64
+			for {
+				c, err := sp.Next()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, c...)
+				ends = append(ends, uint64(len(out)))
+			}
+			if !bytes.Equal(out, data) {
+				t.Fatal("chunks do not reassemble the input")
+			}
+			var inside []uint64
+			for _, e := range ends {
+				if e > tt.cuts[0] && e <= tt.cuts[len(tt.cuts)-1] {
+					inside = append(inside, e)
+				}
+			}
+			if fmt.Sprint(inside) != fmt.Sprint(tt.want) {
+				t.Fatalf("chunk ends %v, want %v", inside, tt.want)
+			}
+		})
+	}
+	if _, err := DefaultSpec().NewWithFixed(bytes.NewReader(nil), []uint64{10}, []int{MaxChunk + 1}); err == nil {
+		t.Fatal("fixed chunks above MaxChunk accepted")
 	}
 }

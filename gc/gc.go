@@ -104,9 +104,24 @@ func (col *Collector) Run(ctx context.Context, o Options) (Report, error) {
 	defer g.End()
 
 	start := time.Now()
-	m := &marker{s: s, h: col.History, marked: map[string]struct{}{}, direct: map[string]struct{}{}, commits: map[cid.Cid]bool{}}
+	m := &marker{s: s, h: col.History, marked: map[string]struct{}{}, direct: map[string]struct{}{}, commits: map[cid.Cid]bool{},
+		bases: map[string]cid.Cid{}}
+	// A block stored as a delta needs its base: marking one marks the
+	// other (deltas written from here on have their bases recorded as
+	// live by the writer).
+	if err := s.DeltaBases(ctx, func(d, b cid.Cid) error {
+		m.bases[string(d.Hash())] = b
+		return nil
+	}); err != nil {
+		return rep, err
+	}
 	if err := col.markRoots(ctx, m, o); err != nil {
 		return rep, err
+	}
+	for k := range m.direct {
+		if b, ok := m.bases[k]; ok {
+			m.mark(b)
+		}
 	}
 	if err := m.walkAll(ctx, g.TakeWalks()); err != nil {
 		return rep, err
@@ -117,6 +132,11 @@ func (col *Collector) Run(ctx context.Context, o Options) (Report, error) {
 	ageKnown := true
 	if o.MinAge > 0 {
 		if cutoff, ageKnown, err = s.VersionBefore(ctx, time.Now().Add(-o.MinAge)); err != nil {
+			return rep, err
+		}
+		// Blocks written since the last marker become old enough at a
+		// later run only if a marker follows them, writes or not.
+		if err := s.MarkClock(ctx); err != nil {
 			return rep, err
 		}
 	}
@@ -292,6 +312,7 @@ type marker struct {
 	h       *versions.History
 	marked  map[string]struct{} // multihashes, each walked
 	direct  map[string]struct{} // multihashes of direct pins (links not followed)
+	bases   map[string]cid.Cid  // delta multihash -> its base
 	missing int64
 
 	commits     map[cid.Cid]bool // commits walked
@@ -319,6 +340,14 @@ func (m *marker) mark(c cid.Cid) bool {
 		return false
 	}
 	m.marked[k] = struct{}{}
+	// The bases a delta is rebuilt from (raw leaves: nothing to walk).
+	for b, ok := m.bases[k]; ok; b, ok = m.bases[k] {
+		k = string(b.Hash())
+		if _, seen := m.marked[k]; seen {
+			break
+		}
+		m.marked[k] = struct{}{}
+	}
 	return true
 }
 

@@ -365,7 +365,8 @@ func TestGCKilledMidway(t *testing.T) {
 // without anyone running gc, and what the tree holds stays.
 func TestMountGCInterval(t *testing.T) {
 	repo := filepath.Join(t.TempDir(), "repo")
-	d := startMount(t, repo, "--gc-interval", "100ms")
+	// No minimum age (the default keeps a minute's worth of garbage).
+	d := startMount(t, repo, "--gc-interval", "100ms", "--gc-min-age", "0")
 	kept := randomBytes(21, 2<<20)
 	writeFile(t, filepath.Join(d.mnt, "kept.bin"), kept)
 	writeFile(t, filepath.Join(d.mnt, "gone.bin"), randomBytes(22, 2<<20))

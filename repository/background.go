@@ -3,10 +3,13 @@ package repository
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"golang.org/x/sys/unix"
 
 	"github.com/ipfrs/ipfrs-mount/gc"
 	"github.com/ipfrs/ipfrs-mount/metrics"
@@ -83,25 +86,54 @@ func (r *Repo) StartAutocommit(every time.Duration) {
 }
 
 // StartAutoGC collects garbage every interval (only above target when it
-// is positive), until Close (or StopBackground).
-func (r *Repo) StartAutoGC(every time.Duration, target int64) {
+// is positive) when blocks were written since the last run or it kept some
+// for being young, keeping blocks younger than minAge, on a thread of the
+// lowest CPU and I/O priority, until Close (or StopBackground).
+func (r *Repo) StartAutoGC(every, minAge time.Duration, target int64) {
 	r.Go(func(ctx context.Context) {
+		lowPriority(r.log)
 		tick := time.NewTicker(every)
 		defer tick.Stop()
+		lastPuts, waiting := int64(-1), false
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				rep, err := r.GC(ctx, gc.Options{TargetSize: target})
+				puts := r.store.Counters().Puts
+				if puts == lastPuts && !waiting && target == 0 {
+					continue // nothing written, nothing left young: no new garbage
+				}
+				lastPuts = puts
+				rep, err := r.GC(ctx, gc.Options{TargetSize: target, MinAge: minAge})
 				switch {
 				case errors.Is(err, store.ErrGCRunning):
 				case err != nil && ctx.Err() == nil:
 					r.log.Error("gc", "err", err)
-				case err == nil && rep.Removed > 0:
-					r.log.Info("gc", "removed", rep.Removed, "bytes", rep.RemovedBytes, "disk_after", rep.DiskAfter)
+				case err == nil:
+					waiting = rep.KeptYoung > 0 || rep.KeptLive > 0
+					if rep.Removed > 0 {
+						r.log.Info("gc", "removed", rep.Removed, "bytes", rep.RemovedBytes, "disk_after", rep.DiskAfter)
+					}
 				}
 			}
 		}
 	})
+}
+
+// lowPriority locks the calling goroutine to its thread and gives that
+// thread the lowest CPU priority (nice 19) and the idle I/O class, so that
+// background work yields to readers and writers. Threads the runtime starts
+// later do not inherit it (a locked thread has them made by the runtime's
+// template thread); the thread ends with the goroutine.
+func lowPriority(log *slog.Logger) {
+	runtime.LockOSThread()
+	tid := unix.Gettid()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, 19); err != nil {
+		log.Debug("background gc: nice", "err", err)
+	}
+	const whoProcess, classIdle = 1, 3
+	if _, _, e := unix.Syscall(unix.SYS_IOPRIO_SET, whoProcess, uintptr(tid), classIdle<<13); e != 0 {
+		log.Debug("background gc: ioprio", "err", e)
+	}
 }

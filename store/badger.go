@@ -224,11 +224,12 @@ func (s *Badger) View(ctx context.Context, c cid.Cid, fn func([]byte) error) err
 
 // ViewChecked is View for readers that check what they read: checked
 // tells fn that the bytes have just passed Badger's CRC32C of the stored
-// entry (an uncompressed block in the value log), which makes them the
-// bytes that were stored under c, so that a SHA-256 of them adds nothing
-// but CPU. Blocks are hashed against their CID before they are stored
-// (import, fetch), and verify hashes everything; small blocks in the LSM
-// tree and compressed ones come with checked false.
+// entry (an uncompressed block in the value log), or, for a block stored
+// as a delta, the CRC32C of the rebuilt bytes that the delta carries, which
+// makes them the bytes that were stored under c, so that a SHA-256 of them
+// adds nothing but CPU. Blocks are hashed against their CID before they are
+// stored (import, fetch), and verify hashes everything; small blocks in the
+// LSM tree and other compressed ones come with checked false.
 func (s *Badger) ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, checked bool) error) error {
 	if c.Prefix().MhType == mh.IDENTITY { // the data is the CID itself
 		dec, err := mh.Decode(c.Hash())
@@ -245,8 +246,10 @@ func (s *Badger) ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, c
 		// An entry in the value log reports a size beyond its key and
 		// value (its header and CRC); an inline value does not.
 		inLog := item.EstimatedSize() != item.KeySize()+item.ValueSize()
-		checked := inLog && frame(item.UserMeta()).compression() == compressionNone && !s.hashReads.Load()
-		return s.viewItem(item, func(b []byte) error {
+		// A delta's rebuilt bytes are checked by its CRC32C of them.
+		comp := frame(item.UserMeta()).compression()
+		checked := (inLog && comp == compressionNone || comp == compDelta) && !s.hashReads.Load()
+		return s.viewItem(txn, item, func(b []byte) error {
 			s.counters.gets.Add(1)
 			s.counters.getBytes.Add(int64(len(b)))
 			return fn(b, checked)
@@ -257,7 +260,12 @@ func (s *Badger) ViewChecked(ctx context.Context, c cid.Cid, fn func(b []byte, c
 
 // viewItem hands fn the block's bytes: a slice of Badger's mapping for raw
 // blocks, a pooled buffer for compressed ones.
-func (s *Badger) viewItem(item *badger.Item, fn func([]byte) error) error {
+func (s *Badger) viewItem(txn *badger.Txn, item *badger.Item, fn func([]byte) error) error {
+	return s.viewItemAt(txn, item, 0, fn)
+}
+
+// viewItemAt is viewItem for a block reached through hops deltas.
+func (s *Badger) viewItemAt(txn *badger.Txn, item *badger.Item, hops int, fn func([]byte) error) error {
 	// Badger logs a value it cannot read, checksum failures included, and
 	// hands out an empty one: never pass that on as the block.
 	want := item.ValueSize()
@@ -266,8 +274,11 @@ func (s *Badger) viewItem(item *badger.Item, fn func([]byte) error) error {
 		if len(payload) == 0 && want > 0 {
 			return fmt.Errorf("%w (%d bytes expected; the log says why)", ErrCorrupt, want)
 		}
-		if tag == compressionNone {
+		switch tag {
+		case compressionNone:
 			return fn(payload)
+		case compDelta:
+			return s.viewDelta(txn, payload, hops, fn)
 		}
 		data, release, err := s.codec.decode(payload, tag)
 		if err != nil {
@@ -345,7 +356,12 @@ func (s *Badger) PutMany(ctx context.Context, blocks []Block) error {
 // Delete removes a block. Deleting an absent block is not an error.
 func (s *Badger) Delete(ctx context.Context, c cid.Cid) error {
 	s.writes.RLock()
-	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(blockKey(c.Hash())) })
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete(deltaKey(c.Hash())); err != nil {
+			return err
+		}
+		return txn.Delete(blockKey(c.Hash()))
+	})
 	s.writes.RUnlock()
 	if err != nil {
 		return fmt.Errorf("store: delete %s: %w", c, err)
@@ -399,7 +415,7 @@ func (s *Badger) AllBlocks(ctx context.Context, fn func(c cid.Cid, data []byte, 
 				return err
 			}
 			called := false
-			err = s.viewItem(item, func(b []byte) error {
+			err = s.viewItem(txn, item, func(b []byte) error {
 				called = true
 				return fn(c, b, nil)
 			})

@@ -20,7 +20,7 @@ func blockOf(codec uint64, data []byte) Block {
 	return Block{CID: cid.NewCidV1(codec, h), Data: data}
 }
 
-func openTemp(t *testing.T, o Options) *Badger {
+func openTemp(t testing.TB, o Options) *Badger {
 	t.Helper()
 	s, err := Open(t.TempDir(), o)
 	if err != nil {
@@ -280,15 +280,31 @@ func TestCompressedBlocksReadBack(t *testing.T) {
 	}
 }
 
+// groupSlow is the plane layout of group, byte by byte.
+func groupSlow(data []byte, elem, phase int) []byte {
+	var out []byte
+	for k := range elem {
+		for i := range data {
+			if (i+phase)%elem == k {
+				out = append(out, data[i])
+			}
+		}
+	}
+	return out
+}
+
 func TestGroupRoundTrip(t *testing.T) {
-	for _, elem := range []int{2, 4} {
+	for _, elem := range []int{2, 4, 8} {
 		for phase := range elem {
-			for _, n := range []int{0, 1, 2, 3, 17, 64, 65, 1001} {
+			for _, n := range []int{0, 1, 2, 3, 8, 16, 17, 64, 65, 1001, 4096} {
 				data := make([]byte, n)
 				for i := range data {
 					data[i] = byte(i*7 + 3)
 				}
 				g := group(nil, data, elem, phase)
+				if slow := groupSlow(data, elem, phase); !bytes.Equal(g, slow) {
+					t.Fatalf("elem %d phase %d n %d: planes differ from the reference layout", elem, phase, n)
+				}
 				out := make([]byte, n)
 				ungroup(out, g, elem, phase)
 				if !bytes.Equal(out, data) {

@@ -85,6 +85,11 @@ func (b *Batch) put(ctx context.Context, c cid.Cid, data []byte, tag byte, rawSi
 		b.s.counters.dupPutBytes.Add(int64(rawSize))
 		return nil
 	}
+	if tag == compDelta {
+		if err := b.putDeltaRecord(c, data); err != nil {
+			return err
+		}
+	}
 	meta := byte(newFrame(tag, c.Prefix().Codec))
 	err := b.txn.SetEntry(badger.NewEntry(key, b.copyIn(data)).WithMeta(meta))
 	if errors.Is(err, badger.ErrTxnTooBig) {
@@ -182,4 +187,42 @@ func (b *Batch) Cancel() {
 	if b.ownPin {
 		b.pin.Release()
 	}
+}
+
+// ErrBaseGone means a delta's base was deleted (by a garbage collection)
+// between coding the delta and storing it: the block must be stored whole.
+var ErrBaseGone = errors.New("store: the base of a delta is no longer stored")
+
+// putDeltaRecord queues the record of a delta's base, and keeps the base
+// from garbage collection as a block this batch needs.
+func (b *Batch) putDeltaRecord(c cid.Cid, payload []byte) error {
+	h, err := parseDelta(payload)
+	if err != nil {
+		return fmt.Errorf("store: put %s: %w", c, err)
+	}
+	base := baseCID(h.base)
+	if _, queued := b.keys[string(blockKey(h.base))]; !queued {
+		b.s.track.sweep.RLock()
+		b.pin.record(base)
+		ok, err := b.s.has(blockKey(h.base))
+		b.s.track.sweep.RUnlock()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("put %s: base %s: %w", c, base, ErrBaseGone)
+		}
+	}
+	key, val := deltaKey(c.Hash()), []byte(h.base)
+	err = b.txn.Set(key, val)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if err := b.Flush(); err != nil {
+			return err
+		}
+		err = b.txn.Set(key, val)
+	}
+	if err != nil {
+		return fmt.Errorf("store: put %s: %w", c, err)
+	}
+	return nil
 }

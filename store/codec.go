@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/klauspost/compress/fse"
 	"github.com/klauspost/compress/huff0"
 	"github.com/klauspost/compress/zstd"
 )
@@ -21,6 +22,7 @@ const (
 	compZstd = 1 // plain zstd
 	compBG2  = 2 // byte-grouped 2-byte elements: 2+phase
 	compBG4  = 4 // byte-grouped 4-byte elements: 4+phase
+	compBG8  = 9 // byte-grouped 8-byte elements (F64, I64), phase 0 only (8 is compDelta)
 )
 
 // minSaving: a compressed payload is kept only if it saves this fraction;
@@ -53,6 +55,11 @@ func compTag(elem, phase int) byte {
 		return byte(compBG2 + phase%2)
 	case 4:
 		return byte(compBG4 + phase%4)
+	case 8:
+		if phase%8 == 0 {
+			return compBG8
+		}
+		return compZstd
 	default:
 		return compZstd
 	}
@@ -60,6 +67,8 @@ func compTag(elem, phase int) byte {
 
 func tagLayout(tag byte) (elem, phase int) {
 	switch {
+	case tag == compBG8:
+		return 8, 0
 	case tag >= compBG4 && tag < compBG4+4:
 		return 4, int(tag - compBG4)
 	case tag >= compBG2 && tag < compBG2+2:
@@ -72,6 +81,18 @@ func tagLayout(tag byte) (elem, phase int) {
 // group writes data's bytes plane by plane into dst: byte i goes to plane
 // (i+phase) mod elem.
 func group(dst, data []byte, elem, phase int) []byte {
+	if phase%elem == 0 && (elem == 2 || elem == 4 && len(data)%4 == 0) {
+		if cap(dst) < len(data) {
+			dst = make([]byte, len(data))
+		}
+		dst = dst[:len(data)]
+		if elem == 2 {
+			group2(dst, data)
+		} else {
+			group4(dst, data)
+		}
+		return dst
+	}
 	dst = dst[:0]
 	for k := range elem {
 		for i := (k - phase%elem + elem) % elem; i < len(data); i += elem {
@@ -79,6 +100,39 @@ func group(dst, data []byte, elem, phase int) []byte {
 		}
 	}
 	return dst
+}
+
+// group2 is group of 2-byte elements at phase 0 (bf16, f16: most weights),
+// eight bytes at a time.
+func group2(dst, data []byte) {
+	half := (len(data) + 1) / 2
+	even, odd := dst[:half], dst[half:len(data)]
+	i := 0
+	for ; i+8 <= len(data); i += 8 {
+		v := binary.LittleEndian.Uint64(data[i:])
+		e, o := v&0x00ff00ff00ff00ff, v>>8&0x00ff00ff00ff00ff
+		e = (e | e>>8) & 0x0000ffff0000ffff
+		o = (o | o>>8) & 0x0000ffff0000ffff
+		binary.LittleEndian.PutUint32(even[i/2:], uint32(e|e>>16))
+		binary.LittleEndian.PutUint32(odd[i/2:], uint32(o|o>>16))
+	}
+	for ; i < len(data); i++ {
+		if i%2 == 0 {
+			even[i/2] = data[i]
+		} else {
+			odd[i/2] = data[i]
+		}
+	}
+}
+
+// group4 is group of whole 4-byte elements at phase 0 (f32).
+func group4(dst, data []byte) {
+	n := len(data) / 4
+	p0, p1, p2, p3 := dst[:n], dst[n:2*n], dst[2*n:3*n], dst[3*n:4*n]
+	for i := range n {
+		e := data[4*i : 4*i+4 : 4*i+4]
+		p0[i], p1[i], p2[i], p3[i] = e[0], e[1], e[2], e[3]
+	}
 }
 
 // ungroup reverses group. Two-byte elements (bf16, f16: most weights)
@@ -137,16 +191,21 @@ func (c *codec) Encode(data []byte, elem, phase int) (payload []byte, tag byte, 
 	}
 	c.init()
 	tag = compTag(elem, phase)
+	// Work in pooled buffers (fresh megabytes cost page faults and
+	// zeroing); the payload is copied out at its final size.
+	a, p := c.buf(), c.buf()
+	defer c.bufs.Put(a)
+	defer c.bufs.Put(p)
 	if elem, phase := tagLayout(tag); elem > 1 {
-		grouped := group(make([]byte, 0, len(data)), data, elem, phase)
-		payload = encodePlanes(make([]byte, 0, len(data)), grouped)
+		*a = group((*a)[:0], data, elem, phase)
+		*p = encodePlanes((*p)[:0], *a)
 	} else {
-		payload = c.enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+		*p = c.enc.EncodeAll(data, (*p)[:0])
 	}
-	if float64(len(payload)) > float64(len(data))*(1-minSaving) {
+	if float64(len(*p)) > float64(len(data))*(1-minSaving) {
 		return nil, 0, false
 	}
-	return payload, tag, true
+	return append([]byte(nil), *p...), tag, true
 }
 
 // huffPiece is the size of the pieces planes are Huffman-coded in
@@ -154,14 +213,29 @@ func (c *codec) Encode(data []byte, elem, phase int) (payload []byte, tag byte, 
 const huffPiece = 128 << 10
 
 // encodePlanes appends each piece of each plane as [mode][raw len u32]
-// [coded len u32][bytes]; mode 0 raw, 1 huff0 4X.
+// [coded len u32][bytes]; mode 0 raw, 1 huff0 4X, 2 one byte repeated,
+// 3 FSE (tANS, which codes a very frequent byte in under a bit).
 func encodePlanes(dst, grouped []byte) []byte {
 	s := huff0.Scratch{Reuse: huff0.ReusePolicyNone} // every piece carries its table
+	var fs fse.Scratch
 	for off := 0; off < len(grouped); off += huffPiece {
 		piece := grouped[off:min(off+huffPiece, len(grouped))]
 		mode, body := byte(0), piece
-		if out, _, err := huff0.Compress4X(piece, &s); err == nil && len(out) < len(piece) {
-			mode, body = 1, out
+		// One byte value in four fifths of the piece or more (the mostly
+		// zero planes of a delta): near Huffman's floor of one bit a
+		// byte, where FSE goes below it. Otherwise Huffman, which
+		// decodes faster.
+		if top := topCount(piece); top == len(piece) {
+			mode, body = 2, piece[:1] // one byte value throughout
+		} else if 5*top >= 4*len(piece) {
+			if f, err := fse.Compress(piece, &fs); err == nil && len(f) < len(piece) {
+				mode, body = 3, f
+			}
+		}
+		if mode == 0 {
+			if out, _, err := huff0.Compress4X(piece, &s); err == nil && len(out) < len(piece) {
+				mode, body = 1, out
+			}
 		}
 		dst = append(dst, mode)
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(piece)))
@@ -169,6 +243,26 @@ func encodePlanes(dst, grouped []byte) []byte {
 		dst = append(dst, body...)
 	}
 	return dst
+}
+
+// topCount returns how often the most frequent byte value occurs in b.
+func topCount(b []byte) int {
+	var h [4][256]uint32 // four tables: fewer stalls on repeated values
+	i := 0
+	for ; i+4 <= len(b); i += 4 {
+		h[0][b[i]]++
+		h[1][b[i+1]]++
+		h[2][b[i+2]]++
+		h[3][b[i+3]]++
+	}
+	for ; i < len(b); i++ {
+		h[0][b[i]]++
+	}
+	top := uint32(0)
+	for v := range 256 {
+		top = max(top, h[0][v]+h[1][v]+h[2][v]+h[3][v])
+	}
+	return int(top)
 }
 
 // decodePlanes reverses encodePlanes into dst.
@@ -203,6 +297,27 @@ func decodePlanes(dst, payload []byte) ([]byte, error) {
 				return nil, fmt.Errorf("store: plane: %v", err)
 			}
 			dst = dst[:len(dst)+rawLen]
+		case 3:
+			if cap(dst)-len(dst) < rawLen {
+				dst = append(make([]byte, 0, 2*cap(dst)+rawLen), dst...)
+			}
+			// Decoded in place, into dst's spare room.
+			fs := fse.Scratch{DecompressLimit: rawLen, Out: dst[len(dst) : len(dst) : len(dst)+rawLen]}
+			out, err := fse.Decompress(body, &fs)
+			if err != nil || len(out) != rawLen {
+				return nil, fmt.Errorf("store: plane: %d bytes of %d: %v", len(out), rawLen, err)
+			}
+			if &out[0] != &dst[len(dst):cap(dst)][0] {
+				copy(dst[len(dst):len(dst)+rawLen], out)
+			}
+			dst = dst[:len(dst)+rawLen]
+		case 2:
+			if n != 1 {
+				return nil, errors.New("store: bad repeated plane")
+			}
+			for range rawLen {
+				dst = append(dst, body[0])
+			}
 		default:
 			return nil, fmt.Errorf("store: unknown plane mode %d", mode)
 		}

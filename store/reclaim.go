@@ -78,6 +78,23 @@ func (c *clock) mark(now time.Time) string {
 	return metaPrefix + clockPrefix + fmt.Sprintf("%020d", now.UnixNano())
 }
 
+// MarkClock writes a time marker if none was written for a while. Block
+// writes leave markers themselves; a GC that keeps young blocks calls this
+// so that what an idle store wrote last becomes old enough to collect once
+// the marker is.
+func (s *Badger) MarkClock(ctx context.Context) error {
+	k := s.clock.mark(time.Now())
+	if k == "" {
+		return nil
+	}
+	s.writes.RLock()
+	defer s.writes.RUnlock()
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(k), nil) }); err != nil {
+		return fmt.Errorf("store: clock: %w", err)
+	}
+	return nil
+}
+
 // VersionBefore returns a version such that every block with a smaller
 // version was written before t (to within a commit's duration). ok is false
 // when no marker that old exists: then no block is known to be that old.

@@ -244,17 +244,19 @@ func (g *GCSession) DeleteBlocks(ctx context.Context, cands []cid.Cid, keep func
 	txn := g.s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	for _, c := range del {
-		key := blockKey(c.Hash())
-		err := txn.Delete(key)
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			if err = txn.Commit(); err != nil {
-				return nil, fmt.Errorf("store: gc delete: %w", err)
+		// The block and its delta record, if it has one.
+		for _, key := range [][]byte{blockKey(c.Hash()), deltaKey(c.Hash())} {
+			err := txn.Delete(key)
+			if errors.Is(err, badger.ErrTxnTooBig) {
+				if err = txn.Commit(); err != nil {
+					return nil, fmt.Errorf("store: gc delete: %w", err)
+				}
+				txn = g.s.db.NewTransaction(true)
+				err = txn.Delete(key)
 			}
-			txn = g.s.db.NewTransaction(true)
-			err = txn.Delete(key)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("store: gc delete %s: %w", c, err)
+			if err != nil {
+				return nil, fmt.Errorf("store: gc delete %s: %w", c, err)
+			}
 		}
 		deleted = append(deleted, c)
 	}

@@ -91,6 +91,14 @@ func (s *ImportStats) add(k Stage, since time.Time) {
 type Segment struct {
 	End  uint64
 	Elem int
+	// Fixed, when above 0, cuts the segment into chunks of this size from
+	// its start (a tensor: chunk k then meets chunk k of the same tensor
+	// elsewhere), instead of by the layout's chunker.
+	Fixed int
+	// Bases, for a Fixed segment, are the leaves of the same tensor in an
+	// earlier file: chunk k is stored as a delta against Bases[k] where
+	// the encoder can (see DeltaEncoder).
+	Bases []cid.Cid
 }
 
 // CutFinder finds the segments of a content from its head.
@@ -100,6 +108,14 @@ type CutFinder func(peek func(n int) ([]byte, error)) []Segment
 type Encoder interface {
 	Has(ctx context.Context, c cid.Cid) (bool, error)
 	Encode(data []byte, elem, phase int) (payload []byte, tag byte, ok bool)
+}
+
+// DeltaEncoder is an Encoder that can also code a block against a base
+// block (the same chunk of the same tensor in an earlier file). Like
+// Encode, it is a pure function of its arguments and the stored blocks,
+// safe to call from many workers.
+type DeltaEncoder interface {
+	EncodeWithBase(data []byte, base cid.Cid, elem, phase int) (payload []byte, tag byte, ok bool)
 }
 
 // EncodedPutter stores blocks an Encoder compressed.
@@ -125,29 +141,49 @@ func (im *Importer) ImportReader(ctx context.Context, r io.Reader) (Node, error)
 
 // splitter cuts at the segment ends after off (r starts at off).
 func (im *Importer) splitter(r io.Reader, segs []Segment, off uint64) (chunker.Splitter, error) {
-	var cuts []uint64
+	var (
+		cuts  []uint64
+		fixed []int
+	)
 	for _, s := range segs {
 		if s.End > off {
 			cuts = append(cuts, s.End-off)
+			fixed = append(fixed, s.Fixed)
 		}
 	}
 	if len(cuts) > 0 {
-		return im.Layout.Chunker.NewWithCuts(r, cuts)
+		return im.Layout.Chunker.NewWithFixed(r, cuts, fixed)
 	}
 	return im.Layout.Chunker.New(r)
 }
 
 // layoutAt returns the element size and phase of content at off.
 func layoutAt(segs []Segment, off uint64) (elem, phase int) {
+	elem, phase, _ = hintAt(segs, off)
+	return elem, phase
+}
+
+// hintAt returns the element size and phase of content at off, and the
+// base of the chunk starting there, if its segment has one.
+func hintAt(segs []Segment, off uint64) (elem, phase int, base cid.Cid) {
 	i := sort.Search(len(segs), func(i int) bool { return segs[i].End > off })
-	if i == len(segs) || segs[i].Elem <= 0 {
-		return 0, 0
+	if i == len(segs) {
+		return 0, 0, cid.Undef
 	}
+	s := segs[i]
 	var start uint64
 	if i > 0 {
 		start = segs[i-1].End
 	}
-	return segs[i].Elem, int((off - start) % uint64(segs[i].Elem))
+	if s.Fixed > 0 && (off-start)%uint64(s.Fixed) == 0 {
+		if k := (off - start) / uint64(s.Fixed); k < uint64(len(s.Bases)) {
+			base = s.Bases[k]
+		}
+	}
+	if s.Elem <= 0 {
+		return 0, 0, base
+	}
+	return s.Elem, int((off - start) % uint64(s.Elem)), base
 }
 
 // peekReader lets a CutFinder look at the head of a stream and then
@@ -226,7 +262,8 @@ func (im *Importer) Resume(ctx context.Context, prefix []Node, r io.Reader, segs
 // leafJob is one chunk on its way through the pipeline.
 type leafJob struct {
 	data        []byte
-	elem, phase int // the chunk's layout: the encoder's hint
+	elem, phase int     // the chunk's layout: the encoder's hint
+	base        cid.Cid // delta base, if any: the encoder's other hint
 	cid         cid.Cid
 	payload     []byte // compressed, when the encoder kept it
 	tag         byte
@@ -240,12 +277,24 @@ func prepareLeaf(ctx context.Context, enc Encoder, j *leafJob) {
 	sum := sha256.Sum256(j.data)
 	h, _ := mh.Encode(sum[:], mh.SHA2_256)
 	j.cid = cid.NewCidV1(cid.Raw, h)
-	if enc == nil || j.elem <= 0 {
+	denc, _ := enc.(DeltaEncoder)
+	delta := denc != nil && j.base.Defined()
+	if enc == nil || (j.elem <= 0 && !delta) {
 		return
 	}
 	// Compress only blocks not stored yet.
 	if has, err := enc.Has(ctx, j.cid); err == nil && !has {
-		if p, tag, ok := enc.Encode(j.data, j.elem, j.phase); ok {
+		var (
+			p   []byte
+			tag byte
+			ok  bool
+		)
+		if delta {
+			p, tag, ok = denc.EncodeWithBase(j.data, j.base, j.elem, j.phase)
+		} else {
+			p, tag, ok = enc.Encode(j.data, j.elem, j.phase)
+		}
+		if ok {
 			j.payload, j.tag = p, tag
 		}
 	}
@@ -315,7 +364,7 @@ func (im *Importer) run(ctx context.Context, sp chunker.Splitter, prefix []Node,
 			}
 			st.add(StageStall, t0)
 			j := &leafJob{data: append(buf[:0], ch...), done: make(chan struct{})}
-			j.elem, j.phase = layoutAt(segs, chunkOff)
+			j.elem, j.phase, j.base = hintAt(segs, chunkOff)
 			chunkOff += uint64(len(ch))
 			select {
 			case hashq <- j:

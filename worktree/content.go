@@ -368,6 +368,7 @@ func (t *Tree) Flush(ctx context.Context, ino uint64) error {
 	if err := batch.Close(); err != nil {
 		return err
 	}
+	t.recordBases(ctx, n.CID)
 	f.base, f.baseCID, f.baseTs, f.baseSz, f.baseLen = nil, n.CID, n.Tsize, n.Size, f.size
 	f.dirty = f.dirty[:0]
 	f.dropStage()

@@ -33,8 +33,8 @@ func (t *Tree) startStream(ctx context.Context) *stream {
 		s.node, s.err = t.importer(s.batch).ImportReader(context.WithoutCancel(ctx), pr)
 		if s.err != nil {
 			s.batch.Cancel()
-		} else {
-			s.err = s.batch.Close()
+		} else if s.err = s.batch.Close(); s.err == nil {
+			t.recordBases(context.WithoutCancel(ctx), s.node.CID)
 		}
 		pr.closeRead(s.err) // unblock a writer if the import failed
 	}()

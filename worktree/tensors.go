@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/ipfrs/ipfrs-mount/safetensors"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
@@ -14,7 +16,23 @@ import (
 // not their names: writers often use temporary names), and byte-grouped
 // compression of their float tensors when the tree was opened with it.
 func (t *Tree) importer(put unixfs.BlockPutter) *unixfs.Importer {
-	return &unixfs.Importer{Put: put, Layout: t.layout, Cuts: safetensors.FindSegments, Encoder: t.encoder}
+	im := &unixfs.Importer{Put: put, Layout: t.layout, Cuts: safetensors.FindSegments, Encoder: t.encoder}
+	if t.bases != nil {
+		im.Cuts = t.bases.Cuts // tensors stored as deltas against their last version
+	}
+	return im
+}
+
+// recordBases makes the tensors of the file just stored as root the bases
+// of the next file with the same tensors. A failure only costs later
+// deltas, so it is logged, not returned.
+func (t *Tree) recordBases(ctx context.Context, root cid.Cid) {
+	if t.bases == nil {
+		return
+	}
+	if err := t.bases.Record(ctx, root); err != nil {
+		t.log.Warn("recording tensor delta bases", "cid", root, "err", err)
+	}
 }
 
 // ErrNotModel: the file does not start like a safetensors file.

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ipfrs/ipfrs-mount/deltabase"
 	"github.com/ipfrs/ipfrs-mount/store"
 	"github.com/ipfrs/ipfrs-mount/unixfs"
 )
@@ -65,7 +66,8 @@ type Tree struct {
 
 	pub       publisher
 	onReplace func(names []string)
-	encoder   unixfs.Encoder // nil: no compression
+	encoder   unixfs.Encoder   // nil: no compression
+	bases     *deltabase.Index // delta bases of tensors; nil without compression
 
 	tables     tableCache    // tensor tables of safetensors files
 	tableSlots chan struct{} // bounds header reads in flight
@@ -135,7 +137,7 @@ func Open(ctx context.Context, s *store.Badger, o Options) (*Tree, error) {
 		changed: map[uint64]struct{}{}, unflushed: map[uint64]struct{}{}, tableSlots: make(chan struct{}, 2),
 		metaFault: o.MetaFault}
 	if o.Compress {
-		t.encoder = s
+		t.encoder, t.bases = s, deltabase.New(s)
 	}
 	t.bgCtx, t.bgCancel = context.WithCancel(context.Background())
 	if err := t.load(ctx); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ipfrs/ipfrs-mount/chunker"
+	"github.com/ipfrs/ipfrs-mount/deltabase"
 	"github.com/ipfrs/ipfrs-mount/s3tier"
 	"github.com/ipfrs/ipfrs-mount/safetensors"
 	"github.com/ipfrs/ipfrs-mount/store"
@@ -39,7 +40,7 @@ func addCommand() *command {
 			fs.BoolVar(&f.asJSON, "json", false, "print JSON lines: name, cid, size")
 			fs.BoolVarP(&f.hidden, "hidden", "H", false, "include files whose names start with a dot")
 			fs.StringVar(&f.chunker, "chunker", "", "fastcdc | fastcdc-MIN-AVG-MAX | size-N (default: the profile's)")
-			fs.BoolVar(&f.compress, "compress", false, "store float tensors of safetensors files byte-grouped and Huffman-coded (smaller; reads cost more CPU)")
+			fs.BoolVar(&f.compress, "compress", true, "store the tensors of safetensors and torch.save files compressed: byte-grouped and entropy-coded, safetensors tensors as deltas against the same tensor in the last file that had it (--compress=false: stored plainly)")
 			fs.StringVar(&f.profile, "profile", "default", "default (FastCDC) | kubo (= ipfs add --cid-version=1 --raw-leaves) | unixfs-v1-2025")
 			f.s3.add(fs)
 		},
@@ -54,6 +55,7 @@ type adder struct {
 	im     *unixfs.Importer
 	layout unixfs.Layout
 	f      *addFlags
+	bases  *deltabase.Index // nil: no deltas
 }
 
 func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
@@ -101,7 +103,9 @@ func (a *app) add(ctx context.Context, f *addFlags, paths []string) error {
 	if f.profile == "default" { // tensor-aware; other profiles keep their CIDs
 		ad.im.Cuts = safetensors.FindSegments
 		if f.compress {
-			ad.im.Encoder = r.store
+			// Tensors are coded against their last stored version.
+			ad.im.Encoder, ad.bases = r.store, deltabase.New(r.store)
+			ad.im.Cuts = ad.bases.Cuts
 		}
 	}
 	var roots []unixfs.Node
@@ -213,6 +217,17 @@ func (ad *adder) addFile(ctx context.Context, p string) (unixfs.Node, error) {
 	n, err := ad.im.ImportReader(ctx, f)
 	if err != nil {
 		return unixfs.Node{}, fmt.Errorf("%s: %w", p, err)
+	}
+	var head [9]byte
+	if k, _ := f.ReadAt(head[:], 0); ad.bases != nil && k == len(head) && head[8] == '{' {
+		// A safetensors file: commit it so that the next file with its
+		// tensors (in this add or a later one) is stored against it.
+		if err := ad.batch.Flush(); err != nil {
+			return unixfs.Node{}, err
+		}
+		if err := ad.bases.Record(ctx, n.CID); err != nil {
+			return unixfs.Node{}, fmt.Errorf("%s: %w", p, err)
+		}
 	}
 	return n, nil
 }

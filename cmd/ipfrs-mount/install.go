@@ -170,7 +170,7 @@ func helperFlags(opts []string, sloppy bool) ([]string, error) {
 		"readahead_kb": "--readahead-kb", "autocommit": "--autocommit",
 		"metrics": "--metrics", "log_level": "--log-level",
 	}
-	plain := map[string]string{"allow_other": "--allow-other", "compress": "--compress", "debug": "--debug"}
+	plain := map[string]string{"allow_other": "--allow-other", "compress": "--compress", "nocompress": "--compress=false", "debug": "--debug"}
 	ignored := map[string]bool{
 		"": true, "rw": true, "defaults": true, "auto": true, "noauto": true, "nofail": true, "_netdev": true,
 		"user": true, "nouser": true, "users": true, "owner": true, "group": true,

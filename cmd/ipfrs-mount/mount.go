@@ -25,6 +25,7 @@ type mountFlags struct {
 	logLevel          string
 	metricsAddr       string
 	gcInterval        time.Duration
+	gcMinAge          time.Duration
 	gcTargetSize      string
 	prefetch          bool
 	prefetchBudget    string
@@ -45,7 +46,7 @@ func mountCommand() *command {
 			fs.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 			fs.IntVar(&f.readAheadKB, "readahead-kb", 16384, "kernel readahead for the mount, KiB")
 			fs.DurationVar(&f.autocommit, "autocommit", 0, "commit every DURATION when the tree changed (0: never)")
-			fs.BoolVar(&f.compress, "compress", false, "store float tensors of safetensors files byte-grouped and Huffman-coded (smaller; reads cost more CPU)")
+			fs.BoolVar(&f.compress, "compress", true, "store the tensors of safetensors and torch.save files compressed: byte-grouped and entropy-coded, safetensors tensors as deltas against the same tensor in the last file that had it (--compress=false: stored plainly)")
 			fs.BoolVarP(&f.daemon, "daemon", "d", false, "run in the background once the mount answers; pid file and log in the repo")
 			fs.StringVar(&f.logLevel, "log-level", "", "debug | info | warn | error (default: info in the daemon's log file, warn on stderr)")
 			fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics (Prometheus) and /health on ADDR, e.g. 127.0.0.1:9464")
@@ -54,7 +55,8 @@ func mountCommand() *command {
 			fs.BoolVar(&f.hashReads, "hash-reads", false, "hash every block against its CID on its first read, instead of trusting the store's CRC32C of it")
 			fs.BoolVar(&f.prefetch, "prefetch", true, "read ahead of sequential readers and whole tensors, in parallel")
 			fs.StringVar(&f.prefetchBudget, "prefetch-budget", "256MiB", "bytes read ahead of all readers together")
-			fs.DurationVar(&f.gcInterval, "gc-interval", 0, "collect garbage every DURATION (0: only when gc is run)")
+			fs.DurationVar(&f.gcInterval, "gc-interval", time.Minute, "collect garbage in the background every DURATION, at low CPU and I/O priority, when blocks were written since the last time (0: only when gc is run)")
+			fs.DurationVar(&f.gcMinAge, "gc-min-age", time.Minute, "background GC keeps unreachable blocks younger than DURATION")
 			fs.StringVar(&f.gcTargetSize, "gc-target-size", "", "with --gc-interval: collect only while the stored blocks exceed SIZE (e.g. 100GiB)")
 			fs.StringVar(&f.gateway, "gateway", "", "also serve the repo as an IPFS trustless gateway on ADDR (like 'serve --gateway')")
 			f.remote.add(fs)
@@ -204,7 +206,7 @@ func (a *app) mount(ctx context.Context, mountpoint string, f *mountFlags) error
 	}
 	if f.gcInterval > 0 {
 		target, _ := humanize.ParseBytes(f.gcTargetSize)
-		r.StartAutoGC(f.gcInterval, int64(target))
+		r.StartAutoGC(f.gcInterval, f.gcMinAge, int64(target))
 	}
 	shared := newRepo(r, true)
 	if err := r.ServeControl(controlHandler(shared, d)); err != nil {

@@ -51,6 +51,14 @@ func (a *app) verify(ctx context.Context, asJSON bool) error {
 	prog := a.newProgress(st.BlockBytes, "verifying")
 	var n, bad int
 	out := verifyJSON{Corrupt: []string{}, Unreadable: []string{}}
+	// A block stored as a delta is rebuilt from its base: when it fails,
+	// the base is named too (a damaged base fails all its deltas).
+	baseNote := func(c cid.Cid) string {
+		if b, ok, err := r.store.DeltaBase(ctx, c); err == nil && ok {
+			return fmt.Sprintf(" (stored as a delta of %s)", b)
+		}
+		return ""
+	}
 	err = r.store.AllBlocks(ctx, func(c cid.Cid, data []byte, readErr error) error {
 		n++
 		prog.add(len(data))
@@ -59,7 +67,7 @@ func (a *app) verify(ctx context.Context, asJSON bool) error {
 			bad++
 			out.Corrupt = append(out.Corrupt, c.String())
 			if !asJSON {
-				fmt.Fprintf(a.stdout, "corrupt %s\n", c)
+				fmt.Fprintf(a.stdout, "corrupt %s%s\n", c, baseNote(c))
 			}
 		case readErr != nil:
 			bad++
@@ -71,7 +79,7 @@ func (a *app) verify(ctx context.Context, asJSON bool) error {
 			bad++
 			out.Corrupt = append(out.Corrupt, c.String())
 			if !asJSON {
-				fmt.Fprintf(a.stdout, "corrupt %s\n", c)
+				fmt.Fprintf(a.stdout, "corrupt %s%s\n", c, baseNote(c))
 			}
 		}
 		return nil
