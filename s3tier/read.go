@@ -259,33 +259,17 @@ func (r *reader) finish(key string) {
 // fetchBlock reads a block by a ranged GET of its pack and checks it
 // against c. Network errors are retried; wrong bytes are not.
 func (t *Tier) fetchBlock(ctx context.Context, c cid.Cid, l loc) ([]byte, error) {
-	var lastErr error
-	pause := t.o.Backoff
-	for attempt := 0; attempt < 4; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-time.After(pause):
-			case <-ctx.Done():
-				return nil, fmt.Errorf("block %s: %w", c, ctx.Err())
-			}
-			pause *= 2
-		}
-		b, err := t.getRange(ctx, t.packKey(l.pack), l.off, l.length)
-		if err == nil {
-			if err := unixfs.CheckHash(c, b); err != nil {
-				t.st.badBlocks.Add(1)
-				return nil, fmt.Errorf("block %s in pack %s: %w: %w", c, l.pack, ErrCorruptPack, err)
-			}
-			t.st.remoteReads.Add(1)
-			t.st.remoteBytes.Add(int64(len(b)))
-			return b, nil
-		}
-		lastErr = err
-		if ctx.Err() != nil || errors.Is(err, errNoObject) {
-			break
-		}
+	b, err := t.fetchRange(ctx, l.pack, l.off, l.length)
+	if err != nil {
+		return nil, fmt.Errorf("block %s in pack %s: %w", c, l.pack, err)
 	}
-	return nil, fmt.Errorf("block %s in pack %s: %w", c, l.pack, lastErr)
+	if err := unixfs.CheckHash(c, b); err != nil {
+		t.st.badBlocks.Add(1)
+		return nil, fmt.Errorf("block %s in pack %s: %w: %w", c, l.pack, ErrCorruptPack, err)
+	}
+	t.st.remoteReads.Add(1)
+	t.st.remoteBytes.Add(int64(len(b)))
+	return b, nil
 }
 
 // fetchRange reads bytes of a pack, retrying network errors.
